@@ -1,0 +1,1 @@
+"""The ``photon`` command line: one module per sub-command, registered in :mod:`main`."""

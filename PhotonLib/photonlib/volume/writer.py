@@ -1,0 +1,29 @@
+"""Writing volumes (and heatmaps) to NRRD, NIfTI or MetaImage with their exact geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from photonlib.geometry import VolumeGeometry
+from photonlib.volume.errors import UnsupportedFormatError
+from photonlib.volume.image import geometry_to_sitk
+from photonlib.volume.reader import IMAGE_FILE_FORMATS, format_of
+
+
+def write_volume(path: str | Path, array_kji: np.ndarray, geometry: VolumeGeometry, *, compress: bool = True) -> Path:
+    """Write a KJI array with ``geometry`` to ``path``; the suffix picks the format.
+
+    NRRD and MetaImage store the LPS geometry as is; NIfTI stores it as RAS qform/sform,
+    which SimpleITK converts exactly for orthonormal directions.
+    """
+    path = Path(path)
+    fmt = format_of(path) if not path.is_dir() else None
+    if fmt not in set(IMAGE_FILE_FORMATS.values()):
+        accepted = ", ".join(sorted(IMAGE_FILE_FORMATS))
+        raise UnsupportedFormatError(f"{path.name}: cannot write this format; use one of {accepted}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(geometry_to_sitk(np.ascontiguousarray(array_kji), geometry), str(path), compress)
+    return path
