@@ -1,0 +1,111 @@
+"""PhotonSlicer: ask Photon, a 3D medical vision-language model, about a CT/MR volume.
+
+This file is the thin Slicer-facing layer (module description, widget, logic, self-test).
+Helper code belongs in the ``PhotonSlicerLib`` package: Slicer loads every ``.py`` directly
+in this folder as a module. Nothing here imports torch; the model runs in the separate
+Photon backend.
+"""
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+
+#
+# PhotonSlicer
+#
+
+
+class PhotonSlicer(ScriptedLoadableModule):
+    """Module description shown in Slicer's module list and help panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Photon")
+        # Keep equal to EXTENSION_CATEGORY in the top-level CMakeLists.txt.
+        self.parent.categories = [_("Quantification")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["PhotonSlicer contributors"]
+        self.parent.helpText = _(
+            "Ask questions about a CT or MR volume and get an answer from Photon, a 3D medical "
+            "vision-language model, together with a heatmap of the regions it used. "
+            "This version is a skeleton: it lets you pick a volume, and asking questions "
+            "arrives with the Photon backend in a later version. "
+            '<a href="https://github.com/photonslicer/PhotonSlicer">Project home page</a>.'
+        )
+        self.parent.acknowledgementText = _(
+            "PhotonSlicer is an open-source extension built by the PhotonSlicer contributors "
+            "on top of 3D Slicer's scripted module template. Photon answers are for research "
+            "use and are not a medical diagnosis."
+        )
+
+
+#
+# PhotonSlicerWidget
+#
+
+
+class PhotonSlicerWidget(ScriptedLoadableModuleWidget):
+    """Module panel: loads the Designer layout and hands it the MRML scene."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        self.logic = None
+        self.ui = None
+
+    def setup(self) -> None:
+        """Build the panel from Resources/UI/PhotonSlicer.ui."""
+        ScriptedLoadableModuleWidget.setup(self)
+
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/PhotonSlicer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+
+        # The .ui connects the top widget's mrmlSceneChanged signal to every node selector,
+        # so setting the scene here reaches them all.
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = PhotonSlicerLogic()
+
+        self.layout.addStretch(1)
+
+
+#
+# PhotonSlicerLogic
+#
+
+
+class PhotonSlicerLogic(ScriptedLoadableModuleLogic):
+    """Work that runs without the GUI. Empty until the Photon backend client arrives."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+
+#
+# PhotonSlicerTest
+#
+
+
+class PhotonSlicerTest(ScriptedLoadableModuleTest):
+    """Self-test run by Slicer's "Reload and Test" and by ctest (slicer_add_python_unittest)."""
+
+    def setUp(self):
+        """Start every test from an empty scene."""
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        """Run all tests of this module."""
+        self.setUp()
+        self.test_PhotonSlicerLogicInstantiates()
+
+    def test_PhotonSlicerLogicInstantiates(self):
+        """The logic can be created without the GUI."""
+        self.delayDisplay("Starting the test")
+        logic = PhotonSlicerLogic()
+        self.assertIsInstance(logic, ScriptedLoadableModuleLogic)
+        self.delayDisplay("Test passed")
