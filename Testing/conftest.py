@@ -1,6 +1,28 @@
-"""Shared pytest setup: tests never touch the network or a model hub."""
+"""Shared pytest setup and fixtures.
+
+Tests never touch the network or a model hub; volumes are made here, written to real files
+and read back.
+"""
+
+from __future__ import annotations
 
 import os
 
+import pytest
+
+from volume_factory import rotation
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def oblique_direction():
+    return rotation(7)
+
+
+@pytest.fixture(scope="session")
+def example_volume_path():
+    from photonlib.cli.volume_options import EXAMPLE_VOLUME
+
+    return EXAMPLE_VOLUME

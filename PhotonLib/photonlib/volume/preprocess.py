@@ -230,6 +230,8 @@ def prepare_volume(volume: Volume, config: PreprocessConfig = PreprocessConfig()
         source = sitk.Resample(source, reference_image(grid), sitk.Transform(), sitk.sitkLinear, window[0], sitk.sitkFloat32)
         flip = config.flip_w
 
+    if mode != "none":  # the released order: clip on the isotropic grid, before resizing
+        source = sitk.Clamp(source, sitk.sitkFloat32, window[0], window[1])
     model_grid = resized_geometry(grid, model_size_ijk)
     resized = sitk.Resample(
         source, reference_image(model_grid), sitk.Transform(), sitk.sitkLinear, window[0], sitk.sitkFloat32,
@@ -238,7 +240,6 @@ def prepare_volume(volume: Volume, config: PreprocessConfig = PreprocessConfig()
     array = sitk.GetArrayFromImage(resized)  # (D, H, W)
 
     if mode != "none":
-        np.clip(array, window[0], window[1], out=array)
         low, high = float(array.min()), float(array.max())
         array = (array - low) / (high - low) if high > low else np.zeros_like(array)
     if flip:

@@ -8,8 +8,10 @@ a :class:`~photonlib.volume.image.Volume` with exact geometry, or raises a speci
 
 from __future__ import annotations
 
+import gzip
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +120,8 @@ def _read_image_file(
     components = reader.GetNumberOfComponents()
     limits.check(size, path.name, components)
     _check_dimensions(path.name, size, components, component, timepoint)
+    if fmt == "nifti":
+        _check_nifti_length(path, size, components, reader.GetPixelID())
 
     try:
         image = reader.Execute()
@@ -170,11 +174,36 @@ def _check_dimensions(
             raise MultiComponentVolumeError(f"{name}: component {component} is out of range 0..{components - 1}")
 
 
+def _check_nifti_length(path: Path, size: tuple[int, ...], components: int, pixel_id: int) -> None:
+    """Refuse a truncated NIfTI: ITK's NIfTI reader fills missing voxel data with zeros silently."""
+    bytes_per_value = sitk.GetArrayViewFromImage(sitk.Image([1, 1], pixel_id)).itemsize
+    expected = int(np.prod(size, dtype=np.int64)) * components * bytes_per_value
+    if path.name.lower().endswith(".gz"):
+        actual = 0
+        try:  # stream through the whole file: a cut gzip stream only shows at its end
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 22):
+                    actual += len(chunk)
+        except (EOFError, OSError, zlib.error) as error:
+            raise UnreadableVolumeError(
+                f"{path.name}: the compressed data are cut short or corrupt; the file is truncated ({one_line(error, 120)})"
+            ) from None
+    else:
+        actual = path.stat().st_size
+    if actual < expected:  # the header (348+ bytes) comes on top, so this is a lower bound
+        raise UnreadableVolumeError(
+            f"{path.name}: the header promises {expected:,} bytes of voxel data but the file holds "
+            f"{actual:,} bytes; the file is truncated"
+        )
+
+
 def _itk_reason(error: Exception) -> str:
-    """The informative part of an ITK exception (its last 'description' line)."""
-    text = str(error)
-    match = re.findall(r"(?:Description|what\(\)):\s*(.+)", text)
-    return one_line(match[-1] if match else text, 160)
+    """The informative part of an ITK exception: its last line, without source paths."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[-1] if lines else str(error)
+    reason = re.sub(r"^(\[\w+\]\s*)+", "", reason)  # teem's "[nrrd] func:" prefixes
+    reason = re.sub(r"^itk::ERROR:\s*\w+\(0x[0-9a-f]+\):\s*", "", reason)
+    return one_line(reason, 160)
 
 
 def _read_npy(path: Path, *, component: int | None, limits: ReadLimits) -> Volume:
