@@ -1,0 +1,43 @@
+"""The README's two commands and CI agree, so what a newcomer types is what CI checks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> tuple[str, str]:
+    """The first two bash blocks of the README: set up + run, then the tests."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", text, flags=re.S)
+    assert len(blocks) >= 2, "the README must give the quick-start and test commands as bash blocks"
+    return blocks[0].strip(), blocks[1].strip()
+
+
+def ci_commands() -> list[str]:
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    _, test_command = readme_commands()
+    assert ci_commands()[-1] == test_command
+
+
+def test_ci_installs_what_the_quick_start_installs():
+    setup, _ = readme_commands()
+    quick_start_steps = [step.strip() for step in setup.split("&&")]
+    installs = [step.split("install", 1)[1].split()[-1] for step in quick_start_steps if " install " in step]
+    assert installs == ["torch==2.13.0", '"./PhotonLib[test]"']
+    ci = "\n".join(ci_commands())
+    for package in installs:
+        assert package in ci
+    assert quick_start_steps[0] == "python3 -m venv .venv"
+    assert quick_start_steps[-1].startswith(".venv/bin/photon info")
+
+
+def test_ci_script_fails_on_error():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in text
