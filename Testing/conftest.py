@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from volume_factory import rotation
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -23,8 +23,9 @@ This module needs NumPy only, so the HTTP client and the Slicer module can share
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,12 +72,12 @@ class VolumeGeometry:
 
     # ----------------------------------------------------------------- constructors
     @classmethod
-    def identity(cls, size: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> "VolumeGeometry":
+    def identity(cls, size: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> VolumeGeometry:
         """A grid at the origin with identity direction (LPS axes) and the given spacing."""
         return cls(tuple(size), tuple(spacing), (0.0, 0.0, 0.0), np.eye(3))
 
     @classmethod
-    def from_ijk_to_lps(cls, matrix: np.ndarray, size: Sequence[int]) -> "VolumeGeometry":
+    def from_ijk_to_lps(cls, matrix: np.ndarray, size: Sequence[int]) -> VolumeGeometry:
         """Split a 4x4 IJK->LPS affine (no shear) into spacing, direction and origin."""
         matrix = np.asarray(matrix, dtype=float)
         if matrix.shape != (4, 4):
@@ -88,12 +89,12 @@ class VolumeGeometry:
         return cls(tuple(size), tuple(spacing), tuple(matrix[:3, 3]), linear / spacing)
 
     @classmethod
-    def from_ijk_to_ras(cls, matrix: np.ndarray, size: Sequence[int]) -> "VolumeGeometry":
+    def from_ijk_to_ras(cls, matrix: np.ndarray, size: Sequence[int]) -> VolumeGeometry:
         """Build from Slicer's IJKToRAS 4x4 matrix and the (I, J, K) size."""
         return cls.from_ijk_to_lps(LPS_TO_RAS @ np.asarray(matrix, dtype=float), size)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VolumeGeometry":
+    def from_dict(cls, data: dict[str, Any]) -> VolumeGeometry:
         """Inverse of :meth:`to_dict` (JSON-friendly, used by the HTTP API)."""
         return cls(data["size"], data["spacing"], data["origin_lps"], data["direction_lps"])
 
@@ -198,7 +199,7 @@ class VolumeGeometry:
         return self.lps_to_index(np.asarray(points_ras, dtype=float) @ LPS_TO_RAS_3X3.T)
 
     # ----------------------------------------------------------------- comparison
-    def isclose(self, other: "VolumeGeometry", atol_mm: float = 1e-4, atol_direction: float = 1e-6) -> bool:
+    def isclose(self, other: VolumeGeometry, atol_mm: float = 1e-4, atol_direction: float = 1e-6) -> bool:
         """Same size, and spacing/origin/direction equal within tolerances."""
         return (
             self.size == other.size

@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from volume_factory import rotation
+
 from photonlib.geometry import LPS_TO_RAS, VolumeGeometry
 
 

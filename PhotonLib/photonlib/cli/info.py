@@ -8,6 +8,7 @@ from typing import Any
 
 from photonlib.cli.volume_options import add_volume_arguments, read_volume_from_args
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",

@@ -10,6 +10,7 @@ Typical use::
 """
 
 from photonlib.geometry import VolumeGeometry
+from photonlib.volume.dicom import DicomSeriesInfo, list_dicom_series
 from photonlib.volume.errors import (
     AmbiguousDicomSeriesError,
     DicomSeriesError,
@@ -33,6 +34,7 @@ from photonlib.volume.writer import write_volume
 __all__ = [
     "AmbiguousDicomSeriesError",
     "DicomSeriesError",
+    "DicomSeriesInfo",
     "EmptyVolumeError",
     "InconsistentDicomSeriesError",
     "MultiComponentVolumeError",
@@ -49,6 +51,7 @@ __all__ = [
     "VolumeGeometry",
     "VolumeTooLargeError",
     "block_grid_geometry",
+    "list_dicom_series",
     "map_to_source",
     "prepare_volume",
     "read_volume",

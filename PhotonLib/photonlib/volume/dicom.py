@@ -32,11 +32,11 @@ patient identifiers such as the patient's name, ID or dates.
 from __future__ import annotations
 
 import os
-import re
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -56,7 +56,7 @@ from photonlib.volume.errors import (
     UnreadableVolumeError,
 )
 from photonlib.volume.image import ReadLimits, Volume, geometry_from_sitk, validate_voxels
-from photonlib.volume.reader import one_line
+from photonlib.volume.reader import itk_error_reason
 
 __all__ = ["DicomSeriesInfo", "list_dicom_series", "read_dicom_series"]
 
@@ -780,10 +780,16 @@ def _read_sitk(
     files: Sequence[Path], label: str, *, float_output: bool, reader: Callable[[Sequence[Path], bool], sitk.Image]
 ) -> sitk.Image:
     """Read pixels; when that fails, find the file at fault so the message can name it."""
+    # ITK warns on stderr about slice spacing it considers non-uniform; the headers were
+    # already checked with explicit tolerances, so the warning would only confuse users.
+    warnings_were_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         return reader(files, float_output)
     except RuntimeError as error:
-        reason = _itk_message(error)
+        reason = itk_error_reason(error)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_were_shown)
     if len(files) > 1:
         # ITK's series reader does not say which file failed: try them one by one.
         for path in files:
@@ -792,19 +798,13 @@ def _read_sitk(
             except RuntimeError as error:
                 raise UnreadableVolumeError(
                     f"{path.name}: the pixel data of this slice of {label} cannot be read; the file may be "
-                    f"truncated or corrupt ({_itk_message(error)})"
+                    f"truncated or corrupt ({itk_error_reason(error)})"
                 ) from None
     what = files[0].name if len(files) == 1 else f"its {len(files)} files"
     raise UnreadableVolumeError(
         f"{label}: the pixel data of {what} cannot be read; the file may be truncated, corrupt or use an "
         f"unsupported compression ({reason})"
     )
-
-
-def _itk_message(error: Exception) -> str:
-    """The useful part of an ITK exception: the text after 'ITK ERROR: Class(0x...):'."""
-    text = str(error).split("ITK ERROR:")[-1]
-    return one_line(re.sub(r"^\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", text), 160)
 
 
 def _note_sitk_disagreement(image: sitk.Image, header_geometry: VolumeGeometry, notes: list[str]) -> None:

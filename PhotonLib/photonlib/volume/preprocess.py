@@ -82,7 +82,7 @@ class PreprocessConfig:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
 
     @classmethod
-    def preset(cls, name: str) -> "PreprocessConfig":
+    def preset(cls, name: str) -> PreprocessConfig:
         """Named configurations: ``photon`` (released), ``small`` (CPU demos), ``tiny`` (tests)."""
         try:
             return PREPROCESS_PRESETS[name]
@@ -93,7 +93,7 @@ class PreprocessConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
         return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in data.items()})
 
 

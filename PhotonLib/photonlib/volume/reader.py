@@ -114,7 +114,7 @@ def _read_image_file(
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise UnreadableVolumeError(f"{path.name}: not a readable {fmt} file ({_itk_reason(error)})") from None
+        raise UnreadableVolumeError(f"{path.name}: not a readable {fmt} file ({itk_error_reason(error)})") from None
 
     size = tuple(reader.GetSize())
     components = reader.GetNumberOfComponents()
@@ -128,7 +128,7 @@ def _read_image_file(
     except RuntimeError as error:
         raise UnreadableVolumeError(
             f"{path.name}: the header is valid but the voxel data could not be read; "
-            f"the file may be truncated or corrupt ({_itk_reason(error)})"
+            f"the file may be truncated or corrupt ({itk_error_reason(error)})"
         ) from None
 
     if image.GetDimension() == 4:
@@ -197,12 +197,19 @@ def _check_nifti_length(path: Path, size: tuple[int, ...], components: int, pixe
         )
 
 
-def _itk_reason(error: Exception) -> str:
-    """The informative part of an ITK exception: its last line, without source paths."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = lines[-1] if lines else str(error)
-    reason = re.sub(r"^(\[\w+\]\s*)+", "", reason)  # teem's "[nrrd] func:" prefixes
-    reason = re.sub(r"^itk::ERROR:\s*\w+\(0x[0-9a-f]+\):\s*", "", reason)
+def itk_error_reason(error: Exception) -> str:
+    """The informative part of an ITK exception, on one line, without source paths.
+
+    ITK 5.4 writes "ITK ERROR: Class(0x...): text"; teem (NRRD) adds "[nrrd] func:" lines of
+    which the last is the most specific.
+    """
+    text = str(error)
+    if "ITK ERROR:" in text:
+        text = text.split("ITK ERROR:")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[-1] if lines else text
+    reason = re.sub(r"^(\[\w+\]\s*)+", "", reason)
+    reason = re.sub(r"^(itk::ERROR:\s*)?\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
     return one_line(reason, 160)
 
 
