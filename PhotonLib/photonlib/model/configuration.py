@@ -1,0 +1,181 @@
+"""``PhotonConfig``: a Qwen2.5-VL configuration with a one-channel 3D patch embedding and ITS.
+
+Photon is Qwen2.5-VL whose vision patch embedding is a one-channel Conv3d with a cubic
+14 x 14 x 14 kernel (in Qwen2.5-VL terms: ``in_channels=1``, ``temporal_patch_size=14``,
+``patch_size=14``), so a 140 x 280 x 280 volume becomes 10 x 20 x 20 patches and, after the 2 x 2
+spatial merger, 1,000 language-model tokens. Instruction-conditioned Token Scheduling (ITS) sits
+after decoder layer ``its_layer`` and drops the visual tokens the question does not need.
+
+Named presets (``PhotonConfig.from_preset``):
+
+* ``tiny``: for tests; a forward pass takes well under a second on a CPU.
+* ``small``: CPU demos and benchmarks.
+* ``qwen2.5-vl-3b``: the exact Qwen2.5-VL-3B-Instruct shapes (METHOD.md section 2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import Qwen2_5_VLConfig
+
+PRUNING_MODES = ("none", "soft", "hard")
+SURROGATE_GRADIENTS = ("sgp", "straight_through")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+#: Qwen2.5-VL's vocabulary size (the tokenizer has 151,665 entries; the embedding is padded).
+QWEN_VOCAB_SIZE = 151936
+
+
+@strict
+class PhotonConfig(Qwen2_5_VLConfig):
+    """Everything a Photon model needs, saved in ``config.json`` with ``save_pretrained``.
+
+    Photon-specific fields (the rest are Qwen2.5-VL's):
+
+    * ``its_layer``: decoder layer after which ITS prunes (default ``int(L / 4) - 1``).
+    * ``its_temperature``: temperature of the keep probability ``sigmoid((s - theta) / T)``.
+    * ``its_threshold_scale``: ``theta = scale * sigmoid(MLP(stats))``.
+    * ``pruning_mode``: ``none`` (keep everything; keep probabilities are still reported),
+      ``soft`` (scale visual hidden states by their keep probability) or ``hard`` (drop).
+    * ``surrogate_gradient``: ``sgp`` (the released surrogate) or ``straight_through``.
+    * ``pruner``: which token pruner runs (see ``photonlib.model.pruning``): ``its`` or a baseline.
+    * ``pruning_budget``: kept fraction of visual tokens for fixed-budget pruners.
+    """
+
+    model_type = "photon"
+
+    its_layer: int | None = None
+    its_temperature: float = 0.2
+    its_threshold_scale: float = 0.9
+    pruning_mode: str = "hard"
+    surrogate_gradient: str = "sgp"
+    pruner: str = "its"
+    pruning_budget: float | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        layers = self.text_config.num_hidden_layers
+        if self.its_layer is None:
+            self.its_layer = max(0, int(layers / 4) - 1)
+        if not 0 <= self.its_layer < layers - 1:
+            raise ValueError(f"its_layer must be in [0, {layers - 2}] for {layers} decoder layers, got {self.its_layer}")
+        if self.pruning_mode not in PRUNING_MODES:
+            raise ValueError(f"pruning_mode must be one of {PRUNING_MODES}, got {self.pruning_mode!r}")
+        if self.surrogate_gradient not in SURROGATE_GRADIENTS:
+            raise ValueError(f"surrogate_gradient must be one of {SURROGATE_GRADIENTS}, got {self.surrogate_gradient!r}")
+        if not self.its_temperature > 0:
+            raise ValueError(f"its_temperature must be positive, got {self.its_temperature}")
+        if self.pruning_budget is not None and not 0 < self.pruning_budget <= 1:
+            raise ValueError(f"pruning_budget must be a fraction in (0, 1], got {self.pruning_budget}")
+        if self.vision_config.in_channels != 1:
+            raise ValueError("Photon's 3D patch embedding has one input channel (vision_config.in_channels=1)")
+
+    # ------------------------------------------------------------------ grid helpers
+    @property
+    def patch_size_dhw(self) -> tuple[int, int, int]:
+        """Voxels per patch along (D, H, W)."""
+        vision = self.vision_config
+        return (vision.temporal_patch_size, vision.patch_size, vision.patch_size)
+
+    @property
+    def spatial_merge_size(self) -> int:
+        return self.vision_config.spatial_merge_size
+
+    def patch_grid(self, volume_shape_dhw: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Patch grid (t, h, w) of a model-grid volume; refuses shapes that do not tile."""
+        patch = self.patch_size_dhw
+        merge = self.spatial_merge_size
+        grid = tuple(n // p for n, p in zip(volume_shape_dhw, patch))
+        if any(n % p for n, p in zip(volume_shape_dhw, patch)) or grid[1] % merge or grid[2] % merge:
+            raise ValueError(
+                f"volume shape {tuple(volume_shape_dhw)} does not tile into patches of {patch} voxels with a "
+                f"{merge} x {merge} merge; use multiples of {(patch[0], patch[1] * merge, patch[2] * merge)}"
+            )
+        return grid
+
+    def token_grid(self, volume_shape_dhw: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Language-model token grid (t, h, w) after the spatial merge, e.g. (10, 10, 10)."""
+        t, h, w = self.patch_grid(volume_shape_dhw)
+        return (t, h // self.spatial_merge_size, w // self.spatial_merge_size)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> PhotonConfig:
+        """A named configuration; keyword arguments override top-level fields."""
+        try:
+            build = _PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown Photon preset {name!r}; known: {', '.join(_PRESETS)}") from None
+        fields = build()
+        fields.update(overrides)
+        fields.setdefault("attn_implementation", default_attention_implementation())
+        return cls(**fields)
+
+
+def default_attention_implementation() -> str:
+    """flash_attention_2 when it is importable and CUDA is there; sdpa otherwise."""
+    if importlib.util.find_spec("flash_attn") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def _vision(depth: int, hidden: int, heads: int, intermediate: int, out: int, full_attention: list[int]) -> dict:
+    return {
+        "depth": depth,
+        "hidden_size": hidden,
+        "num_heads": heads,
+        "intermediate_size": intermediate,
+        "out_hidden_size": out,
+        "fullatt_block_indexes": full_attention,
+        "in_channels": 1,
+        "patch_size": 14,
+        "temporal_patch_size": 14,
+        "spatial_merge_size": 2,
+        "window_size": 112,
+        "hidden_act": "silu",
+    }
+
+
+def _text(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, mrope: list[int]) -> dict:
+    return {
+        "vocab_size": QWEN_VOCAB_SIZE,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "intermediate_size": intermediate,
+        "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope},
+        "tie_word_embeddings": True,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "pad_token_id": 151643,
+    }
+
+
+_PRESETS = {
+    "tiny": lambda: {
+        "vision_config": _vision(depth=2, hidden=32, heads=2, intermediate=64, out=64, full_attention=[1]),
+        "text_config": _text(hidden=64, layers=4, heads=4, kv_heads=2, intermediate=128, mrope=[2, 3, 3]),
+        "tie_word_embeddings": True,
+    },
+    "small": lambda: {
+        "vision_config": _vision(depth=4, hidden=128, heads=4, intermediate=256, out=256, full_attention=[1, 3]),
+        "text_config": _text(hidden=256, layers=8, heads=8, kv_heads=2, intermediate=704, mrope=[4, 6, 6]),
+        "tie_word_embeddings": True,
+    },
+    "qwen2.5-vl-3b": lambda: {
+        "vision_config": _vision(depth=32, hidden=1280, heads=16, intermediate=3420, out=2048, full_attention=[7, 15, 23, 31]),
+        "text_config": _text(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, mrope=[16, 24, 24]),
+        "tie_word_embeddings": True,
+    },
+}
+
+PRESET_NAMES = tuple(_PRESETS)

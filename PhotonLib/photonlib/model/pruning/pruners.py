@@ -1,0 +1,119 @@
+"""One small interface for every way of choosing visual tokens, so benchmarks can swap them by name.
+
+A :class:`TokenPruner` acts at one ``stage``:
+
+* ``"language"``: inside the language model after decoder layer k (ITS, random-k); it sees that
+  layer's queries/keys and returns a keep decision per visual token.
+* ``"vision"``: before the language model, on the vision encoder's output (fixed-budget
+  VisionZip- and HiPrune-style pruning).
+
+Whatever the stage, a pruner returns a :class:`TokenSelection`: the keep probability and the
+keep decision of every visual token, in the (t, h, w) order of the token grid. That is what the
+model reports per sample and what the Slicer heatmap shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+
+from photonlib.model.pruning.its import ThresholdPredictor, instruction_weighted_scores, keep_probability
+
+Stage = Literal["language", "vision"]
+
+
+@dataclass
+class LanguageStageInputs:
+    """What a language-stage pruner may look at (all batch-first)."""
+
+    queries: torch.Tensor  # (B, heads, L, d) of layer k, after RoPE
+    keys: torch.Tensor  # (B, heads, L, d) of layer k, after RoPE, repeated to query heads
+    instruction_mask: torch.Tensor  # (B, L)
+    visual_mask: torch.Tensor  # (B, L)
+
+
+@dataclass
+class TokenSelection:
+    keep_probability: torch.Tensor  # (B, V) float32; carries gradient for learnable pruners
+    keep: torch.Tensor  # (B, V) bool
+
+
+@runtime_checkable
+class TokenPruner(Protocol):
+    name: str
+    stage: Stage
+
+    def select(self, inputs: LanguageStageInputs) -> TokenSelection: ...
+
+
+class InstructionTokenScheduler:
+    """ITS: the learned, question-dependent, variable-count selection (see ``its.py``)."""
+
+    name = "its"
+    stage: Stage = "language"
+
+    def __init__(self, predictor: ThresholdPredictor, temperature: float) -> None:
+        self.predictor = predictor
+        self.temperature = temperature
+
+    def select(self, inputs: LanguageStageInputs) -> TokenSelection:
+        with torch.no_grad():
+            raw = instruction_weighted_scores(inputs.queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
+        threshold = self.predictor(raw)
+        probability = keep_probability(raw, threshold, self.temperature)
+        return TokenSelection(keep_probability=probability, keep=probability > 0.5)
+
+
+class KeepAll:
+    """No pruning: every visual token stays (probability 1)."""
+
+    name = "none"
+    stage: Stage = "language"
+
+    def select(self, inputs: LanguageStageInputs) -> TokenSelection:
+        batch, visual = _visual_shape(inputs.visual_mask)
+        ones = torch.ones((batch, visual), dtype=torch.float32, device=inputs.visual_mask.device)
+        return TokenSelection(keep_probability=ones, keep=ones.bool())
+
+
+class RandomTokens:
+    """Random-k at the ITS layer: a fixed fraction of visual tokens, chosen uniformly (seeded)."""
+
+    name = "random"
+    stage: Stage = "language"
+
+    def __init__(self, budget: float, seed: int = 0) -> None:
+        if not 0 < budget <= 1:
+            raise ValueError(f"random pruning needs a kept fraction in (0, 1], got {budget}")
+        self.budget = budget
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def select(self, inputs: LanguageStageInputs) -> TokenSelection:
+        batch, visual = _visual_shape(inputs.visual_mask)
+        kept = max(1, round(visual * self.budget))
+        ranks = torch.rand((batch, visual), generator=self.generator).argsort(dim=1).argsort(dim=1)
+        keep = (ranks < kept).to(inputs.visual_mask.device)
+        return TokenSelection(keep_probability=keep.float(), keep=keep)
+
+
+def _visual_shape(visual_mask: torch.Tensor) -> tuple[int, int]:
+    counts = visual_mask.sum(dim=1)
+    return visual_mask.shape[0], int(counts.max()) if counts.numel() else 0
+
+
+PRUNER_NAMES = ("its", "none", "random")
+
+
+def build_pruner(name: str, predictor: ThresholdPredictor, temperature: float, budget: float | None) -> TokenPruner:
+    """The pruner called ``name``; fixed-budget pruners need ``budget`` (kept fraction)."""
+    if name == "its":
+        return InstructionTokenScheduler(predictor, temperature)
+    if name == "none":
+        return KeepAll()
+    if name == "random":
+        if budget is None:
+            raise ValueError("the random pruner needs pruning_budget (kept fraction of visual tokens)")
+        return RandomTokens(budget)
+    raise ValueError(f"unknown pruner {name!r}; known: {', '.join(PRUNER_NAMES)}")
