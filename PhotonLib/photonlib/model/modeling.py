@@ -43,7 +43,13 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 
 from photonlib.model.configuration import PhotonConfig
 from photonlib.model.pruning.its import ThresholdPredictor
-from photonlib.model.pruning.pruners import LanguageStageInputs, TokenPruner, TokenSelection, build_pruner
+from photonlib.model.pruning.pruners import (
+    LanguageStageInputs,
+    TokenPruner,
+    TokenSelection,
+    VisionStageInputs,
+    build_pruner,
+)
 from photonlib.model.pruning.sgp import gather_kept_tokens, gather_positions, kept_positions
 
 IGNORE_INDEX = -100
@@ -142,6 +148,13 @@ def build_position_ids(
         text_start = start + max(t, h, w)
         position_ids[:, sample, after] = text_start + torch.arange(after.numel(), device=input_ids.device)
     return position_ids
+
+
+def _compose_kept(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
+    """Original positions after two successive compactions (either may be absent)."""
+    if first is None or second is None:
+        return second if first is None else first
+    return gather_positions(first.unsqueeze(-1), second, -1).squeeze(-1)
 
 
 def _gather_rows(position_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -345,11 +358,21 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
         config = self.config
         embeddings = self.model.language_model.embed_tokens(input_ids)
         visual_mask = (input_ids == config.video_token_id) & attention_mask.bool()
-        grids = None
+        pruner = self.pruner
+        grids = vision_selection = vision_kept = None
         if visual_mask.any():
             if video_grid_thw is None:
                 raise ValueError("the prompt has visual tokens but no video_grid_thw was given")
-            if visual_embeddings is None:
+            grids = self.token_grids(video_grid_thw)
+            if pruner.stage == "vision":
+                if pixel_values is None:
+                    raise ValueError(f"the {pruner.name} pruner looks inside the vision tower: pass pixel_values")
+                with pruner.observe(self.model.visual):
+                    visual_embeddings = self.model.encode_volumes(pixel_values, video_grid_thw)
+                vision_selection = pruner.select(VisionStageInputs(visual_embeddings=visual_embeddings, token_grids=grids))
+                if vision_selection.embeddings is not None:
+                    visual_embeddings = vision_selection.embeddings
+            elif visual_embeddings is None:
                 if pixel_values is None:
                     raise ValueError("the prompt has visual tokens but neither pixel_values nor visual_embeddings")
                 visual_embeddings = self.model.encode_volumes(pixel_values, video_grid_thw)
@@ -359,9 +382,18 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
                     f"{int(visual_mask.sum())} visual tokens in the prompt but {visual.shape[0]} visual embeddings"
                 )
             embeddings = embeddings.masked_scatter(visual_mask.unsqueeze(-1), visual)
-            grids = self.token_grids(video_grid_thw)
         position_ids = build_position_ids(input_ids, attention_mask, grids, config.video_token_id)
         instruction_mask = instruction_mask_from_ids(input_ids, config.vision_end_token_id, self._im_end_id)
+
+        if vision_selection is not None:
+            # Fixed-budget baselines drop tokens before the language model: one gather for everything.
+            keep_full = torch.zeros_like(visual_mask).masked_scatter(visual_mask, vision_selection.keep)
+            vision_kept = kept_positions(attention_mask.bool() & (~visual_mask | keep_full))
+            embeddings = gather_positions(embeddings, vision_kept)
+            position_ids = _gather_rows(position_ids, vision_kept)
+            instruction_mask = gather_positions(instruction_mask.unsqueeze(-1), vision_kept, False).squeeze(-1)
+            attention_mask = (vision_kept >= 0).long()
+            visual_mask = torch.zeros_like(attention_mask, dtype=torch.bool)  # nothing left for ITS to do
 
         text = self.model.language_model(
             inputs_embeds=embeddings,
@@ -371,10 +403,14 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
             use_cache=use_cache,
             visual_mask=visual_mask,
             instruction_mask=instruction_mask,
-            pruner=self.pruner,
+            pruner=pruner if pruner.stage == "language" else None,
             pruning_mode=config.pruning_mode,
             straight_through=config.surrogate_gradient == "straight_through",
         )
+        kept = _compose_kept(vision_kept, text.kept_positions)
+        text.kept_positions = kept
+        if vision_selection is not None:
+            text.selection = vision_selection
         hidden = text.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]

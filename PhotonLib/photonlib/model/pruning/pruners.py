@@ -35,17 +35,34 @@ class LanguageStageInputs:
 
 
 @dataclass
+class VisionStageInputs:
+    """What a vision-stage pruner receives after the vision tower ran inside its ``observe``."""
+
+    visual_embeddings: list[torch.Tensor]  # per sample (V, D), merged tokens in (t, h, w) order
+    token_grids: torch.Tensor  # (B, 3)
+
+
+@dataclass
 class TokenSelection:
     keep_probability: torch.Tensor  # (B, V) float32; carries gradient for learnable pruners
     keep: torch.Tensor  # (B, V) bool
+    # Vision-stage pruners may rewrite the embeddings of kept tokens (VisionZip's merged
+    # contextual tokens): per sample (V, D), only the kept rows matter.
+    embeddings: list[torch.Tensor] | None = None
 
 
 @runtime_checkable
 class TokenPruner(Protocol):
+    """``select`` receives :class:`LanguageStageInputs` or :class:`VisionStageInputs` by stage.
+
+    Vision-stage pruners also provide ``observe(vision_model)``, a context manager active while
+    the vision tower runs, to record what they need from inside it (e.g. attention received).
+    """
+
     name: str
     stage: Stage
 
-    def select(self, inputs: LanguageStageInputs) -> TokenSelection: ...
+    def select(self, inputs: LanguageStageInputs | VisionStageInputs) -> TokenSelection: ...
 
 
 class InstructionTokenScheduler:
