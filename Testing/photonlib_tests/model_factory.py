@@ -16,7 +16,8 @@ TEST_GRID = PreprocessConfig(model_grid=(56, 112, 112))
 def tiny_model(seed: int = 0, threshold_bias: float | None = 0.0, **overrides) -> PhotonForConditionalGeneration:
     """A tiny random Photon; ``threshold_bias=0`` puts theta mid-range so ITS drops a real share."""
     torch.manual_seed(seed)
-    model = PhotonForConditionalGeneration(PhotonConfig.from_preset("tiny", attn_implementation="sdpa", **overrides))
+    overrides.setdefault("attn_implementation", "sdpa")
+    model = PhotonForConditionalGeneration(PhotonConfig.from_preset("tiny", **overrides))
     if threshold_bias is not None:
         with torch.no_grad():
             model.model.language_model.token_scheduler.mlp[2].bias.fill_(threshold_bias)

@@ -302,3 +302,13 @@ def test_save_and_load_round_trip(tmp_path, model, processor):
     batch = loaded_processor([phantom_volume()], [QUESTION_A])
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_eager_and_sdpa_attention_agree(processor):
+    batch = processor([phantom_volume(1), phantom_volume(2)], [QUESTION_A, QUESTION_B])
+    results = {}
+    for implementation in ("sdpa", "eager"):
+        model = tiny_model(seed=0, attn_implementation=implementation)
+        results[implementation] = model.generate(**batch, max_new_tokens=4, output_logits=True, eos_token_id=-1)
+    assert torch.equal(results["sdpa"].keep_mask, results["eager"].keep_mask)
+    torch.testing.assert_close(results["sdpa"].logits, results["eager"].logits, rtol=1e-4, atol=1e-4)
