@@ -312,3 +312,18 @@ def test_eager_and_sdpa_attention_agree(processor):
         results[implementation] = model.generate(**batch, max_new_tokens=4, output_logits=True, eos_token_id=-1)
     assert torch.equal(results["sdpa"].keep_mask, results["eager"].keep_mask)
     torch.testing.assert_close(results["sdpa"].logits, results["eager"].logits, rtol=1e-4, atol=1e-4)
+
+
+def test_3b_preset_has_the_qwen2_5_vl_3b_shapes():
+    """Built on the meta device (no memory): parameter shapes and count of the real model."""
+    with torch.device("meta"):
+        model = PhotonForConditionalGeneration(PhotonConfig.from_preset("qwen2.5-vl-3b"))
+    assert model.model.visual.patch_embed.proj.weight.shape == (1280, 1, 14, 14, 14)
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight  # tied, as the 3B model
+    layer = model.model.language_model.layers[0]
+    assert layer.self_attn.k_proj.weight.shape == (256, 2048) and layer.mlp.gate_proj.weight.shape == (11008, 2048)
+    assert model.model.visual.merger.mlp[-1].weight.shape == (2048, 5120)
+    vision = sum(p.numel() for p in model.model.visual.parameters())
+    language = sum(p.numel() for p in model.model.language_model.parameters())
+    # Qwen2.5-VL-3B: ~3.09 B language + ~0.67 B vision parameters; the 3D kernel adds ~2 M.
+    assert 3.08e9 < language < 3.10e9 and 0.66e9 < vision < 0.68e9
