@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from volume_factory import rotation
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from volume_factory import gradient_volume, rotation
 
 from photonlib.cli.main import main
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume import write_volume
+
+from volume_factory import gradient_volume, rotation
 
 PHOTON = Path(sys.executable).with_name("photon")
 

@@ -14,21 +14,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_series_writer import (
-    PATIENT_BIRTH_DATE,
-    PATIENT_ID,
-    PATIENT_NAME,
-    WrittenSeries,
-    copy_as_new_image,
-    mni_template_voxels,
-    position_string,
-    rewrite_slice,
-    write_dicom_series,
-    write_enhanced_ct,
-)
 from pydicom.data import get_testdata_file
 from pydicom.uid import RLELossless
-from volume_factory import rotation
 
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume import (
@@ -44,6 +31,20 @@ from photonlib.volume import (
 )
 from photonlib.volume.dicom import DicomSeriesInfo, list_dicom_series, read_dicom_series
 from photonlib.volume.image import geometry_from_sitk
+
+from dicom_series_writer import (
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    WrittenSeries,
+    copy_as_new_image,
+    mni_template_voxels,
+    position_string,
+    rewrite_slice,
+    write_dicom_series,
+    write_enhanced_ct,
+)
+from volume_factory import rotation
 
 AXIAL_SPACING = (0.8, 0.9, 2.5)
 OBLIQUE_SPACING = (0.7, 0.75, 3.0)

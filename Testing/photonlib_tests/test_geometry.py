@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from volume_factory import rotation
 
 from photonlib.geometry import LPS_TO_RAS, VolumeGeometry
+
+from volume_factory import rotation
 
 
 def test_identity_geometry_maps_index_to_millimetres():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from volume_factory import ct_with_sphere, rotation, voxel_positions_lps
 
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume import (
@@ -17,6 +16,8 @@ from photonlib.volume import (
     read_volume,
     write_heatmap,
 )
+
+from volume_factory import ct_with_sphere, rotation, voxel_positions_lps
 
 # Patch 14 and a 2 x 2 merge, as the model does, on a CPU-sized grid: 56 x 112 x 112 voxels
 # become 4 x 8 x 8 patches and 4 x 4 x 4 merged tokens.

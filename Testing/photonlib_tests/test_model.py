@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from model_factory import TEST_GRID, phantom_volume, tiny_model, tiny_processor
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.model.modeling import build_position_ids, instruction_mask_from_ids
 from photonlib.volume import PreprocessConfig
+
+from model_factory import TEST_GRID, phantom_volume, tiny_model, tiny_processor
 
 QUESTION_A = "Is there a lesion in the liver?"
 QUESTION_B = "Describe the kidneys and any cyst you can see in them."

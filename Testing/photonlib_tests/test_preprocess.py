@@ -7,11 +7,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-from volume_factory import ct_with_sphere, rotation, voxel_positions_lps
 
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume import PreprocessConfig, Volume, prepare_volume, read_volume
 from photonlib.volume.preprocess import field_of_view_geometry, reorient_geometry
+
+from volume_factory import ct_with_sphere, rotation, voxel_positions_lps
 
 SMALL = PreprocessConfig(field_of_view=(60, 64, 64), model_grid=(20, 24, 24))
 

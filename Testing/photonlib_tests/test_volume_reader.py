@@ -7,7 +7,6 @@ import gzip
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from volume_factory import gradient_volume, rotation
 
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume import (
@@ -22,6 +21,8 @@ from photonlib.volume import (
     read_volume,
     write_volume,
 )
+
+from volume_factory import gradient_volume, rotation
 
 GEOMETRIES = {
     "lps-axial": VolumeGeometry((20, 18, 12), (0.7, 0.7, 2.5), (-30.0, 12.0, 100.0), np.eye(3)),

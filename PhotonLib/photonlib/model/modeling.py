@@ -21,8 +21,8 @@ How ITS is wired in (see also ``docs/model.md``):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
