@@ -120,7 +120,7 @@ def _visual_shape(visual_mask: torch.Tensor) -> tuple[int, int]:
     return visual_mask.shape[0], int(counts.max()) if counts.numel() else 0
 
 
-PRUNER_NAMES = ("its", "none", "random")
+PRUNER_NAMES = ("its", "none", "random", "visionzip", "hiprune")
 
 
 def build_pruner(name: str, predictor: ThresholdPredictor, temperature: float, budget: float | None) -> TokenPruner:
@@ -133,4 +133,11 @@ def build_pruner(name: str, predictor: ThresholdPredictor, temperature: float, b
         if budget is None:
             raise ValueError("the random pruner needs pruning_budget (kept fraction of visual tokens)")
         return RandomTokens(budget)
+    if name in ("visionzip", "hiprune"):
+        # Imported here: the baselines module builds on the types defined above.
+        from photonlib.model.pruning.baselines import HiPrunePruner, VisionZipPruner
+
+        if budget is None:
+            raise ValueError(f"the {name} pruner needs pruning_budget (kept fraction of visual tokens, e.g. 0.5)")
+        return VisionZipPruner(budget) if name == "visionzip" else HiPrunePruner(budget)
     raise ValueError(f"unknown pruner {name!r}; known: {', '.join(PRUNER_NAMES)}")
