@@ -291,11 +291,6 @@ def test_visionzip_contextual_embeddings_reach_the_language_model(model, process
     torch.testing.assert_close(seen["embeddings"][0, visual_slots], choice.embeddings[choice.keep])
 
 
-@pytest.mark.xfail(
-    raises=ValueError, strict=False,
-    reason="PhotonForConditionalGeneration.generate encodes the volume before the prefill and passes only "
-    "visual_embeddings, but a vision-stage pruner must observe the tower (needs a modeling.py change)",
-)  # fmt: skip
 @pytest.mark.parametrize("pruner", ["visionzip", "hiprune"])
 def test_generate_with_a_vision_stage_pruner(model, processor, pruner):
     configure(model, pruner, 0.5)

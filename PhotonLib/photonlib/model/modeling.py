@@ -475,7 +475,10 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
         timings = {"vision": 0.0, "prefill": 0.0, "decode": 0.0}
         synchronize = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
 
-        if visual_embeddings is None and pixel_values is not None:
+        # A vision-stage pruner must watch the tower run, so the prefill encodes the volume itself
+        # (its vision time is then counted in "prefill").
+        vision_stage = self.pruner.stage == "vision"
+        if visual_embeddings is None and pixel_values is not None and not vision_stage:
             started = time.perf_counter()
             visual_embeddings = self.model.encode_volumes(pixel_values, video_grid_thw)
             synchronize()
@@ -483,8 +486,8 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
 
         started = time.perf_counter()
         prefill = self(
-            input_ids, attention_mask, video_grid_thw=video_grid_thw, visual_embeddings=visual_embeddings,
-            use_cache=True, logits_to_keep=1,
+            input_ids, attention_mask, pixel_values=pixel_values if vision_stage else None,
+            video_grid_thw=video_grid_thw, visual_embeddings=visual_embeddings, use_cache=True, logits_to_keep=1,
         )  # fmt: skip
         synchronize()
         timings["prefill"] = time.perf_counter() - started
