@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from photonlib import __version__
-from photonlib.cli import info
+from photonlib.cli import convert, info
 
-SUBCOMMANDS = (info,)
+SUBCOMMANDS = (info, convert)
 USAGE_ERROR = 2
 
 
