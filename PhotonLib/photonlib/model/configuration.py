@@ -19,7 +19,7 @@ import importlib.util
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import Qwen2_5_VLConfig
+from transformers import AutoConfig, Qwen2_5_VLConfig
 
 PRUNING_MODES = ("none", "soft", "hard")
 SURROGATE_GRADIENTS = ("sgp", "straight_through")
@@ -43,6 +43,7 @@ class PhotonConfig(Qwen2_5_VLConfig):
     * ``surrogate_gradient``: ``sgp`` (the released surrogate) or ``straight_through``.
     * ``pruner``: which token pruner runs (see ``photonlib.model.pruning``): ``its`` or a baseline.
     * ``pruning_budget``: kept fraction of visual tokens for fixed-budget pruners.
+    * ``im_end_token_id``: ``<|im_end|>``, where the instruction ITS reads ends.
     """
 
     model_type = "photon"
@@ -54,6 +55,9 @@ class PhotonConfig(Qwen2_5_VLConfig):
     surrogate_gradient: str = "sgp"
     pruner: str = "its"
     pruning_budget: float | None = None
+    # The chat template's turn end: ITS's instruction runs from <|vision_end|> to here. Not the
+    # EOS id, which is <|endoftext|> in base (non-Instruct) Qwen2.5-VL checkpoints.
+    im_end_token_id: int = 151645
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -179,3 +183,6 @@ _PRESETS = {
 }
 
 PRESET_NAMES = tuple(_PRESETS)
+
+# Lets AutoConfig / AutoTokenizer read a saved Photon folder's config.json without a warning.
+AutoConfig.register("photon", PhotonConfig, exist_ok=True)

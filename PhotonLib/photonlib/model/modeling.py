@@ -187,15 +187,14 @@ class PhotonTextModel(Qwen2_5_VLTextModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear) and module is self._threshold_output_layer():
-            init.normal_(module.weight, std=self.config.initializer_range)
-            init.constant_(module.bias, ThresholdPredictor.INITIAL_BIAS)  # start by keeping nearly everything
+        # As released: Xavier-uniform weights and zero biases, the output bias at -5 so ITS starts
+        # by keeping nearly everything.
+        scheduler = self._modules.get("token_scheduler")
+        if scheduler is not None and isinstance(module, nn.Linear) and any(module is layer for layer in scheduler.mlp):
+            init.xavier_uniform_(module.weight)
+            init.constant_(module.bias, ThresholdPredictor.INITIAL_BIAS if module is scheduler.mlp[2] else 0.0)
             return
         super()._init_weights(module)
-
-    def _threshold_output_layer(self) -> nn.Module | None:
-        scheduler = self._modules.get("token_scheduler")
-        return scheduler.mlp[2] if scheduler is not None else None
 
     def forward(
         self,
@@ -383,7 +382,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
                 )
             embeddings = embeddings.masked_scatter(visual_mask.unsqueeze(-1), visual)
         position_ids = build_position_ids(input_ids, attention_mask, grids, config.video_token_id)
-        instruction_mask = instruction_mask_from_ids(input_ids, config.vision_end_token_id, self._im_end_id)
+        instruction_mask = instruction_mask_from_ids(input_ids, config.vision_end_token_id, config.im_end_token_id)
 
         if vision_selection is not None:
             # Fixed-budget baselines drop tokens before the language model: one gather for everything.
@@ -436,11 +435,6 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
             token_grids=grids,
         )
 
-    @property
-    def _im_end_id(self) -> int:
-        eos = self.config.text_config.eos_token_id
-        return eos[0] if isinstance(eos, list) else eos
-
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
     def generate(
@@ -472,6 +466,8 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
         eos_ids = eos_token_id if eos_token_id is not None else self.config.text_config.eos_token_id
         eos_ids = torch.tensor(eos_ids if isinstance(eos_ids, list) else [eos_ids], device=input_ids.device)
         pad_id = pad_token_id if pad_token_id is not None else self.config.text_config.pad_token_id
+        if pad_id is None:  # checkpoints without a pad token: finished rows repeat an EOS id
+            pad_id = int(eos_ids[0])
         timings = {"vision": 0.0, "prefill": 0.0, "decode": 0.0}
         synchronize = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
 
