@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from photonlib import __version__
-from photonlib.cli import convert, info
+from photonlib.cli import ask, convert, info
 
-SUBCOMMANDS = (info, convert)
+SUBCOMMANDS = (info, ask, convert)
 USAGE_ERROR = 2
 
 

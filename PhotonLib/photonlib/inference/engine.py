@@ -1,0 +1,212 @@
+"""Asking Photon about a volume: one engine for ``photon ask``, the HTTP backend and evaluation.
+
+The work splits in two so a second question about the same volume is cheap:
+
+* :meth:`PhotonEngine.prepare` (question-independent): preprocess the volume to the model
+  grid, cut it into patches, run the vision tower. The result, a :class:`PreparedCase`, can be
+  cached by whoever holds it (the server keeps a bounded cache keyed by volume content).
+* :meth:`PhotonEngine.ask` (per question): prompt, prefill with ITS, decode; returns the answer,
+  token counts, timings and the keep-probability map on the (t, h, w) token grid, which
+  :meth:`PhotonEngine.heatmap` maps back onto the volume's own voxels.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor, Turn
+from photonlib.volume import PreparedVolume, PreprocessConfig, Volume, map_to_source, prepare_volume, write_heatmap
+
+logger = logging.getLogger(__name__)
+
+#: The model shipped inside the package (written by the training issue's demo recipe).
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "photon-demo"
+RANDOM_MODEL_NAME = "photon-tiny-random"
+
+
+@dataclass
+class PreparedCase:
+    """A volume ready for questions: model input, vision-tower output and the way back."""
+
+    prepared: PreparedVolume
+    pixel_values: torch.Tensor
+    video_grid_thw: torch.Tensor  # (1, 3)
+    visual_embeddings: list[torch.Tensor]
+    timings: dict[str, float] = field(default_factory=dict)  # preprocess, vision (seconds)
+
+    @property
+    def tokens_total(self) -> int:
+        return int(self.visual_embeddings[0].shape[0])
+
+    def nbytes(self) -> int:
+        """Memory held, for cache accounting."""
+        tensors = [self.pixel_values, *self.visual_embeddings]
+        return int(self.prepared.array.nbytes + sum(t.element_size() * t.nelement() for t in tensors))
+
+
+@dataclass
+class Answer:
+    answer: str
+    tokens_total: int
+    tokens_kept: int
+    keep_probability: np.ndarray  # (t, h, w) float32
+    keep_mask: np.ndarray  # (t, h, w) bool
+    timings: dict[str, float]  # seconds: preprocess, vision, prefill, decode, total
+    stopped: bool = False  # cancelled before the answer was complete
+
+
+class PhotonEngine:
+    """A loaded model + processor on one device. Thread-safe for one caller at a time (a lock)."""
+
+    def __init__(self, model: PhotonForConditionalGeneration, processor: PhotonProcessor, name: str, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.name = name
+        self.device = torch.device(device)
+        self.lock = threading.Lock()  # one GPU worker: generation is not re-entrant
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> PhotonEngine:
+        """Load a saved Photon folder; without one, the embedded demo model (or, until one is
+        shipped, a seeded tiny random model, which answers nonsense and says so in its name)."""
+        device = resolve_device(device)
+        if model_dir is None and EMBEDDED_MODEL_DIR.exists():
+            model_dir = EMBEDDED_MODEL_DIR
+        if model_dir is None:
+            model, processor = random_tiny_model()
+            logger.warning("no embedded Photon model is installed: using a random tiny model (answers are meaningless)")
+            return cls(model, processor, RANDOM_MODEL_NAME, device)
+        folder = Path(model_dir)
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"{folder}: not a Photon model folder (no config.json)")
+        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        model = PhotonForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+        return cls(model, PhotonProcessor.from_pretrained(folder), folder.name, device)
+
+    def info(self) -> dict:
+        config: PhotonConfig = self.model.config
+        grid = self.processor.preprocess.model_grid
+        return {
+            "name": self.name,
+            "device": str(self.device),
+            "model_grid_dhw": list(grid),
+            "token_grid": list(config.token_grid(grid)),
+            "tokens_total": self.processor.token_count(grid),
+            "pruner": config.pruner,
+            "pruning_mode": config.pruning_mode,
+            "random_weights": self.name == RANDOM_MODEL_NAME,
+        }
+
+    # ------------------------------------------------------------------ work
+    @torch.no_grad()
+    def prepare(self, volume: Volume) -> PreparedCase:
+        """Question-independent work for one volume."""
+        started = time.perf_counter()
+        prepared = prepare_volume(volume, self.processor.preprocess)
+        patches, grid = self.processor.volume_patches(prepared)
+        preprocess_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        pixel_values = patches.to(self.device)
+        video_grid_thw = torch.tensor([grid], device=self.device)
+        with self.lock:
+            embeddings = self.model.model.encode_volumes(pixel_values, video_grid_thw)
+            self._synchronize()
+        return PreparedCase(
+            prepared=prepared,
+            pixel_values=pixel_values,
+            video_grid_thw=video_grid_thw,
+            visual_embeddings=embeddings,
+            timings={"preprocess": preprocess_seconds, "vision": time.perf_counter() - started},
+        )
+
+    @torch.no_grad()
+    def ask(
+        self,
+        case: PreparedCase,
+        question: str,
+        history: Sequence[Turn] = (),
+        *,
+        max_new_tokens: int = 128,
+        on_text: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Answer:
+        """Answer one question about a prepared volume (greedy decoding)."""
+        started = time.perf_counter()
+        batch = self.processor([case.prepared], [question], histories=[list(history)])
+        tokens: list[int] = []
+
+        def stream(token: torch.Tensor) -> None:
+            tokens.append(int(token[0]))
+            if on_text is not None:
+                on_text(self.processor.tokenizer.decode(tokens, skip_special_tokens=True))
+
+        with self.lock:
+            generation = self.model.generate(
+                input_ids=batch["input_ids"].to(self.device),
+                attention_mask=batch["attention_mask"].to(self.device),
+                pixel_values=case.pixel_values,  # used only by vision-stage pruners
+                video_grid_thw=case.video_grid_thw,
+                visual_embeddings=None if self.model.pruner.stage == "vision" else case.visual_embeddings,
+                max_new_tokens=max_new_tokens,
+                on_token=stream,
+                should_stop=should_stop,
+            )
+        if generation.keep_probability is not None:
+            probability, keep = (t.float().cpu().numpy() for t in generation.token_maps(0))
+        else:  # nothing was scored (e.g. a pruner that keeps everything): every token was kept
+            shape = tuple(int(v) for v in self.model.token_grids(case.video_grid_thw)[0])
+            probability, keep = np.ones(shape, np.float32), np.ones(shape, bool)
+        timings = dict(case.timings)
+        timings.update({k: v for k, v in generation.timings.items() if k != "vision" or v > 0})
+        timings["total"] = timings.get("preprocess", 0.0) + timings.get("vision", 0.0) + (time.perf_counter() - started)
+        return Answer(
+            answer=self.processor.decode(generation.sequences)[0],
+            tokens_total=case.tokens_total,
+            tokens_kept=int(keep.sum()),
+            keep_probability=probability.astype(np.float32),
+            keep_mask=keep.astype(bool),
+            timings=timings,
+            stopped=generation.stopped,
+        )
+
+    def heatmap(self, answer: Answer, case: PreparedCase, *, interpolation: str = "nearest") -> np.ndarray:
+        """Keep probabilities on the volume's own voxel grid (KJI array, source geometry)."""
+        return map_to_source(answer.keep_probability, case.prepared, interpolation=interpolation)
+
+    def write_heatmap(self, path: str | Path, answer: Answer, case: PreparedCase, *, interpolation: str = "nearest") -> Path:
+        return write_heatmap(path, answer.keep_probability, case.prepared, interpolation=interpolation)
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; refuses ``cuda`` without a GPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def random_tiny_model(seed: int = 0) -> tuple[PhotonForConditionalGeneration, PhotonProcessor]:
+    """A deterministic tiny random Photon with the CPU-sized ``small`` grid (placeholder model)."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = PhotonForConditionalGeneration(PhotonConfig.from_preset("tiny", attn_implementation="sdpa"))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.eval(), PhotonProcessor.for_config(model.config, PreprocessConfig.preset("small"))
