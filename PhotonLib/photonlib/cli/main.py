@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from photonlib import __version__
-from photonlib.cli import ask, convert, info
+from photonlib.cli import ask, convert, info, train
 
-SUBCOMMANDS = (info, ask, convert)
+SUBCOMMANDS = (info, ask, convert, train)
 USAGE_ERROR = 2
 
 

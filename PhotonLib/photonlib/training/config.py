@@ -1,0 +1,184 @@
+"""The training recipe's configuration: one YAML file, overridable with ``key=value`` arguments.
+
+Example (``PhotonLib/configs/phantom-demo.yaml`` is a complete one)::
+
+    stage: 2
+    model: {init: "preset:small"}
+    data: {kind: phantoms, path: phantoms/phantoms.jsonl, preprocess: small}
+    output_dir: runs/demo
+    max_steps: 600
+    batch_size: 4
+    pruning: {soft_from: 0.3, hard_from: 0.6}
+
+Overrides use dotted keys: ``photon train --config demo.yaml max_steps=10 pruning.hard_from=0.5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelSettings:
+    # "preset:<tiny|small|qwen2.5-vl-3b>" (random init), a Photon model folder, or
+    # "qwen2.5-vl:<folder>" (Photon built from a Qwen2.5-VL checkpoint).
+    init: str = "preset:tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)  # PhotonConfig fields, e.g. its_layer
+    patch_init: str = "released"  # for qwen2.5-vl: released | from_2d
+
+
+@dataclass
+class DataSettings:
+    kind: str = "jsonl"  # see photonlib.data.load_dataset
+    path: str = ""
+    volume_root: str | None = None
+    on_error: str = "skip"  # skip (report and count) | raise
+    preprocess: str = "small"  # PreprocessConfig preset for the model grid
+    max_samples: int | None = None
+    cache_dir: str | None = None  # prepared volumes are cached here (default: <output_dir>/volume-cache)
+
+
+@dataclass
+class PruningSchedule:
+    """When each pruning mode starts, as a fraction of max_steps (<= 1) or a step number (> 1).
+
+    Before ``soft_from`` nothing is pruned (ITS still scores); then visual hidden states are
+    scaled by their keep probability; from ``hard_from`` tokens are dropped (SGP trains the
+    threshold). (The release also inverts the keep decision of a few samples late in training;
+    that is not implemented here.)
+    """
+
+    soft_from: float = 0.3
+    hard_from: float = 0.6
+
+    def mode_at(self, step: int, max_steps: int) -> str:
+        if step >= _as_step(self.hard_from, max_steps):
+            return "hard"
+        if step >= _as_step(self.soft_from, max_steps):
+            return "soft"
+        return "none"
+
+
+@dataclass
+class BandLoss:
+    """relu(r - high) + relu(low - r) on the mean keep probability r, times ``weight``."""
+
+    low: float = 0.3
+    high: float = 0.8
+    weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 2  # 1: align the 3D patch embedding only; 2: everything, with ITS + SGP
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    output_dir: str = "runs/photon"
+    seed: int = 0
+    max_steps: int = 100
+    batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-5  # language model (stage 2) / patch embedding (stage 1)
+    vision_learning_rate: float | None = 5e-6  # vision tower in stage 2 (None: same as learning_rate)
+    scheduler_learning_rate: float | None = None  # ITS threshold MLP (None: same as learning_rate)
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    pruning: PruningSchedule = field(default_factory=PruningSchedule)
+    band_loss: BandLoss = field(default_factory=BandLoss)
+    robustness_probability: float = 0.0  # share of samples perturbed (entropy loss instead of CE)
+    save_every: int = 0  # steps between checkpoints (0: only at the end)
+    log_every: int = 10
+    tensorboard: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.max_steps < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be at least 1")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if not 0 <= self.robustness_probability <= 1:
+            raise ValueError("robustness_probability must be in [0, 1]")
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML recipe and apply ``key=value`` overrides (values parsed as YAML scalars)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"{path}: no such training configuration")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: the configuration must be a mapping of settings")
+    for item in overrides:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        target = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"override {item!r}: {part} is not a section")
+        target[parts[-1]] = yaml.safe_load(value)
+    return _build(TrainConfig, raw, "")
+
+
+def _build(cls, values: dict[str, Any], prefix: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(prefix + k for k in sorted(unknown))}; known: {', '.join(known)}")
+    arguments = {}
+    for name, value in values.items():
+        nested = _NESTED.get((cls, name))
+        if nested is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{prefix}{name} must be a section (mapping)")
+            value = _build(nested, value, f"{prefix}{name}.")
+        arguments[name] = _coerce(value, str(known[name].type), f"{prefix}{name}")
+    try:
+        return cls(**arguments)
+    except TypeError as error:
+        raise ValueError(f"bad settings for {prefix or 'the recipe'}: {error}") from None
+
+
+def _coerce(value: Any, annotation: str, name: str) -> Any:
+    """YAML reads ``1e-5`` (no dot) as a string: convert numbers where the field wants one."""
+    if isinstance(value, str) and annotation.split(" |")[0] in ("float", "int"):
+        try:
+            return float(value) if annotation.startswith("float") else int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool) and annotation.startswith("float"):
+        return float(value)
+    return value
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _as_step(value: float, max_steps: int) -> int:
+    return int(round(value * max_steps)) if value <= 1 else int(value)
+
+
+_NESTED = {
+    (TrainConfig, "model"): ModelSettings,
+    (TrainConfig, "data"): DataSettings,
+    (TrainConfig, "pruning"): PruningSchedule,
+    (TrainConfig, "band_loss"): BandLoss,
+}

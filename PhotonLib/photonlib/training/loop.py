@@ -1,0 +1,321 @@
+"""The training recipe: stage 1 (patch-embedding alignment) and stage 2 (ITS + SGP fine-tuning).
+
+Readable on purpose: one function per concern, the loop at the bottom. Everything distributed
+goes through accelerate (``accelerate launch --config_file ... -m photonlib.cli.main train ...``
+for DDP, FSDP or DeepSpeed ZeRO-2); nothing here assumes one process.
+
+Exact resume: the batch of every step is a pure function of (seed, step, process), and the
+perturbation draws are seeded by (seed, step), so ``--resume`` after a checkpoint continues
+exactly where the uninterrupted run would have been (accelerate restores model, optimizer,
+scheduler and RNG states).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
+from photonlib.model.pruning.sgp import gather_positions
+from photonlib.training.config import TrainConfig, config_to_dict
+from photonlib.volume import PreprocessConfig, prepare_volume, read_volume
+
+logger = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+STATE_FILE = "trainer_state.json"
+
+
+# ----------------------------------------------------------------------------- model
+def build_model(config: TrainConfig) -> tuple[PhotonForConditionalGeneration, PhotonProcessor]:
+    """The model and processor named by ``config.model.init``."""
+    init, overrides = config.model.init, dict(config.model.overrides)
+    preprocess = PreprocessConfig.preset(config.data.preprocess)
+    if init.startswith("preset:"):
+        model = PhotonForConditionalGeneration(PhotonConfig.from_preset(init.split(":", 1)[1], **overrides))
+        return model, PhotonProcessor.for_config(model.config, preprocess)
+    if init.startswith("qwen2.5-vl:"):
+        from photonlib.model.conversion import from_qwen2_5_vl
+
+        model, processor = from_qwen2_5_vl(init.split(":", 1)[1], preset_overrides=overrides, patch_init=config.model.patch_init)
+        processor.preprocess = preprocess
+        return model, processor
+    folder = Path(init)
+    if not (folder / "config.json").exists():
+        raise ValueError(f"model.init {init!r} is neither preset:<name>, qwen2.5-vl:<folder> nor a Photon model folder")
+    model = PhotonForConditionalGeneration.from_pretrained(folder)
+    for key, value in overrides.items():
+        setattr(model.config, key, value)
+    return model, PhotonProcessor.from_pretrained(folder)
+
+
+def parameter_groups(model: PhotonForConditionalGeneration, config: TrainConfig) -> list[dict]:
+    """Stage 1: only the 3D patch embedding learns. Stage 2: all, vision and ITS at their own rates."""
+    patch_embedding = set(model.model.visual.patch_embed.parameters())
+    vision = set(model.model.visual.parameters())
+    scheduler = set(model.model.language_model.token_scheduler.parameters())
+    groups: dict[str, list[torch.nn.Parameter]] = {"language": [], "vision": [], "scheduler": []}
+    for parameter in model.parameters():
+        trainable = parameter in patch_embedding if config.stage == 1 else True
+        parameter.requires_grad_(trainable)
+        if not trainable:
+            continue
+        if parameter in scheduler:
+            groups["scheduler"].append(parameter)
+        elif parameter in vision:
+            groups["vision"].append(parameter)
+        else:
+            groups["language"].append(parameter)
+    rates = {
+        "language": config.learning_rate,
+        "vision": config.learning_rate if config.stage == 1 else (config.vision_learning_rate or config.learning_rate),
+        "scheduler": config.scheduler_learning_rate or config.learning_rate,
+    }
+    return [
+        {"params": params, "lr": rates[name], "weight_decay": config.weight_decay, "name": name}
+        for name, params in groups.items()
+        if params
+    ]
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class TrainingExample:
+    volume: Path
+    question: str
+    answer: str
+
+
+class PreparedVolumeCache:
+    """Preprocessed model-grid arrays on disk, keyed by file identity and preprocessing settings.
+
+    Preprocessing a CT takes about a second; a run sees each volume many times.
+    """
+
+    def __init__(self, folder: Path, preprocess: PreprocessConfig) -> None:
+        self.folder = folder
+        self.preprocess = preprocess
+        self.settings = hashlib.sha256(json.dumps(preprocess.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def array(self, path: Path) -> np.ndarray:
+        stat = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.settings}".encode()).hexdigest()[:24]
+        cached = self.folder / f"{key}.npy"
+        if cached.exists():
+            return np.load(cached)
+        array = prepare_volume(read_volume(path), self.preprocess).array
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_suffix(".tmp.npy")
+        np.save(temporary, array)
+        temporary.replace(cached)  # atomic: several processes may fill the cache
+        return array
+
+
+def load_examples(config: TrainConfig) -> list[TrainingExample]:
+    from photonlib.data import load_dataset
+
+    report = load_dataset(config.data.kind, config.data.path, volume_root=config.data.volume_root, on_error=config.data.on_error)
+    if report.problems:
+        logger.warning(report.summary())
+    examples = [TrainingExample(Path(s.volume), s.question, s.answer) for s in report.samples]
+    if config.data.max_samples:
+        examples = examples[: config.data.max_samples]
+    if not examples:
+        raise ValueError(f"{config.data.path}: no usable training samples")
+    return examples
+
+
+def batch_indices(step: int, micro_step: int, count: int, config: TrainConfig, rank: int, world: int) -> list[int]:
+    """Sample indices of one micro-batch: a pure function of the step, for exact resume.
+
+    The stream is a sequence of seeded permutations (one per epoch); each process takes its
+    own slice of every global batch.
+    """
+    global_batch = config.batch_size * world
+    start = ((step * config.gradient_accumulation_steps + micro_step) * global_batch) + rank * config.batch_size
+    indices = []
+    for position in range(start, start + config.batch_size):
+        epoch, offset = divmod(position, count)
+        permutation = torch.randperm(count, generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+        indices.append(int(permutation[offset]))
+    return indices
+
+
+def perturb(array: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+    """One robustness perturbation (released recipe): slice shuffle, random masking, noise or zeros."""
+    kind = generator.integers(4)
+    if kind == 0:
+        return array[generator.permutation(array.shape[0])]
+    if kind == 1:
+        return array * (generator.random(array.shape) > 0.5)
+    if kind == 2:
+        return np.clip(array + generator.normal(0, 0.2, array.shape), 0, 1).astype(np.float32)
+    return np.zeros_like(array)
+
+
+# ----------------------------------------------------------------------------- losses
+def answer_losses(logits: torch.Tensor, labels: torch.Tensor, kept_positions: torch.Tensor | None, perturbed: torch.Tensor):
+    """Cross-entropy on clean samples; negative entropy (maximised uncertainty) on perturbed ones."""
+    if kept_positions is not None:
+        labels = gather_positions(labels.unsqueeze(-1), kept_positions, IGNORE_INDEX).squeeze(-1)
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    answer = labels != IGNORE_INDEX
+    per_token_ce = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
+    log_probabilities = torch.log_softmax(logits, dim=-1)
+    per_token_entropy = -(log_probabilities.exp() * log_probabilities).sum(dim=-1)
+    per_token = torch.where(perturbed.unsqueeze(1), -per_token_entropy, per_token_ce)
+    return (per_token * answer).sum() / answer.sum().clamp_min(1)
+
+
+def band_loss(keep_probability: torch.Tensor | None, config: TrainConfig) -> torch.Tensor | None:
+    if keep_probability is None or config.stage == 1:
+        return None
+    ratio = keep_probability.mean()
+    band = config.band_loss
+    return band.weight * (F.relu(ratio - band.high) + F.relu(band.low - ratio))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def checkpoint_folder(config: TrainConfig, step: int) -> Path:
+    return Path(config.output_dir) / "checkpoints" / f"step-{step:07d}"
+
+
+def latest_checkpoint(config: TrainConfig) -> Path | None:
+    folders = sorted((Path(config.output_dir) / "checkpoints").glob("step-*"))
+    return folders[-1] if folders else None
+
+
+def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int) -> Path:
+    folder = checkpoint_folder(config, step)
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        (folder / STATE_FILE).write_text(json.dumps({"step": step, "config": config_to_dict(config)}, indent=2))
+    accelerator.wait_for_everyone()
+    return folder
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    final_model: Path
+    steps: int
+    last_loss: float
+    mean_keep_ratio: float | None
+    samples_per_second: float
+
+
+def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
+    """Run the recipe; ``resume`` is a checkpoint folder or ``"latest"``."""
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with="tensorboard" if config.tensorboard else None,
+        project_dir=config.output_dir,
+    )
+    set_seed(config.seed)
+    model, processor = build_model(config)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    examples = load_examples(config)
+    cache = PreparedVolumeCache(Path(config.data.cache_dir or Path(config.output_dir) / "volume-cache"), processor.preprocess)
+
+    optimizer = torch.optim.AdamW(parameter_groups(model, config))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    inner: PhotonForConditionalGeneration = accelerator.unwrap_model(model)
+    if config.tensorboard:
+        accelerator.init_trackers("photon", config={"stage": config.stage, "max_steps": config.max_steps})
+
+    start_step = 0
+    if resume is not None:
+        folder = latest_checkpoint(config) if str(resume) == "latest" else Path(resume)
+        if folder is None or not (folder / STATE_FILE).exists():
+            raise ValueError(f"no checkpoint to resume from at {folder or Path(config.output_dir) / 'checkpoints'}")
+        accelerator.load_state(str(folder))
+        start_step = json.loads((folder / STATE_FILE).read_text())["step"]
+
+    model.train()
+    progress = tqdm(total=config.max_steps, initial=start_step, disable=not accelerator.is_local_main_process, desc="training")
+    started, samples_seen, last_loss, keep_ratios = time.perf_counter(), 0, float("nan"), []
+    for step in range(start_step, config.max_steps):
+        inner.config.pruning_mode = config.pruning.mode_at(step, config.max_steps) if config.stage == 2 else "none"
+        step_loss = 0.0
+        for micro_step in range(config.gradient_accumulation_steps):
+            indices = batch_indices(step, micro_step, len(examples), config, accelerator.process_index, accelerator.num_processes)
+            batch, perturbed = _collate(processor, cache, [examples[i] for i in indices], config, step, micro_step)
+            with accelerator.accumulate(model):
+                output = model(**{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"})
+                loss = answer_losses(output.logits, batch["labels"].to(accelerator.device), output.kept_positions, perturbed.to(accelerator.device))
+                band = band_loss(output.keep_probability, config)
+                if band is not None:
+                    loss = loss + band
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            step_loss += float(loss.detach()) / config.gradient_accumulation_steps
+            if output.keep_probability is not None:
+                keep_ratios.append(float(output.keep_mask.float().mean()))
+            samples_seen += len(indices) * accelerator.num_processes
+        last_loss = step_loss
+        throughput = samples_seen / max(time.perf_counter() - started, 1e-9)
+        keep = keep_ratios[-1] if keep_ratios else float("nan")
+        progress.set_postfix(loss=f"{step_loss:.3f}", keep=f"{keep:.2f}", mode=inner.config.pruning_mode, samples_s=f"{throughput:.2f}")
+        progress.update(1)
+        if config.tensorboard and (step + 1) % max(config.log_every, 1) == 0:
+            accelerator.log({"loss": step_loss, "keep_ratio": keep, "samples_per_second": throughput}, step=step + 1)
+        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.max_steps:
+            save_checkpoint(accelerator, config, step + 1)
+    progress.close()
+
+    save_checkpoint(accelerator, config, config.max_steps)
+    final = Path(config.output_dir) / "final"
+    inner.config.pruning_mode = "hard" if config.stage == 2 else inner.config.pruning_mode
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(final, is_main_process=True, save_function=accelerator.save)
+        processor.save_pretrained(final)
+    accelerator.wait_for_everyone()
+    if config.tensorboard:
+        accelerator.end_training()
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    return TrainResult(
+        final_model=final,
+        steps=config.max_steps,
+        last_loss=last_loss,
+        mean_keep_ratio=float(np.mean(keep_ratios)) if keep_ratios else None,
+        samples_per_second=samples_seen / elapsed,
+    )
+
+
+def _collate(
+    processor: PhotonProcessor,
+    cache: PreparedVolumeCache,
+    examples: Sequence[TrainingExample],
+    config: TrainConfig,
+    step: int,
+    micro_step: int,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    generator = np.random.default_rng([config.seed, step, micro_step])
+    arrays, perturbed = [], []
+    for example in examples:
+        array = cache.array(example.volume)
+        hit = config.stage == 2 and generator.random() < config.robustness_probability
+        arrays.append(perturb(array, generator) if hit else array)
+        perturbed.append(hit)
+    batch = processor(arrays, [e.question for e in examples], answers=[e.answer for e in examples])
+    return batch, torch.tensor(perturbed)
