@@ -10,6 +10,7 @@ Named presets (``PhotonConfig.from_preset``):
 
 * ``tiny``: for tests; a forward pass takes well under a second on a CPU.
 * ``small``: CPU demos and benchmarks.
+* ``demo``: the phantom demo model shipped with the package (pair it with a compact tokenizer).
 * ``qwen2.5-vl-3b``: the exact Qwen2.5-VL-3B-Instruct shapes (METHOD.md section 2).
 """
 
@@ -108,12 +109,15 @@ class PhotonConfig(Qwen2_5_VLConfig):
     # ------------------------------------------------------------------ presets
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PhotonConfig:
-        """A named configuration; keyword arguments override top-level fields."""
+        """A named configuration; keyword arguments override top-level fields, and the
+        ``text`` / ``vision`` mappings override fields of the sub-configurations."""
         try:
             build = _PRESETS[name]
         except KeyError:
             raise ValueError(f"unknown Photon preset {name!r}; known: {', '.join(_PRESETS)}") from None
         fields = build()
+        fields["text_config"].update(overrides.pop("text", None) or {})
+        fields["vision_config"].update(overrides.pop("vision", None) or {})
         fields.update(overrides)
         fields.setdefault("attn_implementation", default_attention_implementation())
         return cls(**fields)
@@ -174,6 +178,14 @@ _PRESETS = {
         "vision_config": _vision(depth=4, hidden=128, heads=4, intermediate=256, out=256, full_attention=[1, 3]),
         "text_config": _text(hidden=256, layers=8, heads=8, kv_heads=2, intermediate=704, mrope=[4, 6, 6]),
         "tie_word_embeddings": True,
+    },
+    # The phantom demo model shipped with the package (trained here on a CPU; with a compact
+    # tokenizer its vocabulary is small, see photonlib.model.tokenizer).
+    "demo": lambda: {
+        "vision_config": _vision(depth=2, hidden=64, heads=2, intermediate=128, out=128, full_attention=[1]),
+        "text_config": _text(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=352, mrope=[4, 6, 6]),
+        "tie_word_embeddings": True,
+        "its_layer": 1,
     },
     "qwen2.5-vl-3b": lambda: {
         "vision_config": _vision(depth=32, hidden=1280, heads=16, intermediate=3420, out=2048, full_attention=[7, 15, 23, 31]),

@@ -30,6 +30,10 @@ class ModelSettings:
     init: str = "preset:tiny"
     overrides: dict[str, Any] = field(default_factory=dict)  # PhotonConfig fields, e.g. its_layer
     patch_init: str = "released"  # for qwen2.5-vl: released | from_2d
+    # For presets: "qwen" (the real Qwen tokenizer, bundled) or "compact" (a byte-level BPE
+    # trained on the training questions and answers; the demo model's choice).
+    tokenizer: str = "qwen"
+    compact_vocab_size: int = 512
 
 
 @dataclass

@@ -31,6 +31,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.model.pruning.sgp import gather_positions
+from photonlib.model.tokenizer import token_id_settings, train_compact_tokenizer
 from photonlib.training.config import TrainConfig, config_to_dict
 from photonlib.volume import PreprocessConfig, prepare_volume, read_volume
 
@@ -40,13 +41,22 @@ STATE_FILE = "trainer_state.json"
 
 
 # ----------------------------------------------------------------------------- model
-def build_model(config: TrainConfig) -> tuple[PhotonForConditionalGeneration, PhotonProcessor]:
+def build_model(config: TrainConfig, examples: Sequence[TrainingExample] = ()) -> tuple[PhotonForConditionalGeneration, PhotonProcessor]:
     """The model and processor named by ``config.model.init``."""
     init, overrides = config.model.init, dict(config.model.overrides)
     preprocess = PreprocessConfig.preset(config.data.preprocess)
     if init.startswith("preset:"):
+        tokenizer = None
+        if config.model.tokenizer == "compact":
+            texts = [text for example in examples for text in (example.question, example.answer)]
+            tokenizer = train_compact_tokenizer(texts, config.model.compact_vocab_size)
+            ids = token_id_settings(tokenizer)
+            overrides["text"] = {**overrides.get("text", {}), **ids.pop("text")}
+            overrides.update(ids)
+        elif config.model.tokenizer != "qwen":
+            raise ValueError(f"model.tokenizer must be qwen or compact, got {config.model.tokenizer!r}")
         model = PhotonForConditionalGeneration(PhotonConfig.from_preset(init.split(":", 1)[1], **overrides))
-        return model, PhotonProcessor.for_config(model.config, preprocess)
+        return model, PhotonProcessor.for_config(model.config, preprocess, tokenizer)
     if init.startswith("qwen2.5-vl:"):
         from photonlib.model.conversion import from_qwen2_5_vl
 
@@ -226,10 +236,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         project_dir=config.output_dir,
     )
     set_seed(config.seed)
-    model, processor = build_model(config)
+    examples = load_examples(config)
+    model, processor = build_model(config, examples)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    examples = load_examples(config)
     cache = PreparedVolumeCache(Path(config.data.cache_dir or Path(config.output_dir) / "volume-cache"), processor.preprocess)
 
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
