@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from photonlib import __version__
-from photonlib.cli import ask, convert, info, train
+from photonlib.cli import ask, convert, info, serve, train
 
-SUBCOMMANDS = (info, ask, convert, train)
+SUBCOMMANDS = (info, ask, convert, train, serve)
 USAGE_ERROR = 2
 
 
