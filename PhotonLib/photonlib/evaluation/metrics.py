@@ -41,7 +41,7 @@ import json
 import math
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -280,12 +280,16 @@ def exact_match_hit(prediction: str, answer: str, answer_letter: str | None = No
     return bool(normalized) and normalized == expected
 
 
-def answer_letter_for(answer: str, choices: Sequence[str]) -> str | None:
-    """The letter of the choice whose normalised text equals the answer, or None."""
+def answer_letter_for(answer: str, choices: Sequence[str] | Mapping[str, str]) -> str | None:
+    """The letter of the choice whose normalised text equals the answer, or None.
+
+    ``choices``: texts in letter order (A, B, ...) or a ``{"A": text, ...}`` mapping.
+    """
+    lettered = choices.items() if isinstance(choices, Mapping) else zip(CHOICE_LETTERS, choices)
     target = normalize_answer(answer)
-    for letter, choice in zip(CHOICE_LETTERS, choices):
-        if normalize_answer(choice) == target:
-            return letter
+    for letter, choice in lettered:
+        if normalize_answer(str(choice)) == target:
+            return str(letter).strip().upper()
     return None
 
 
