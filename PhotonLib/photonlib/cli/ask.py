@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from photonlib.cli.volume_options import add_volume_arguments, read_volume_from_args
+
+if TYPE_CHECKING:
+    from photonlib.client import AskResult
+    from photonlib.volume import Volume
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,17 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (default 128)")
     parser.add_argument("--heatmap", type=Path, metavar="OUT", help="write keep probabilities in the volume's geometry (.nrrd, .nii.gz)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    remote = parser.add_argument_group("asking a running server (photon serve) instead of loading a model here")
+    remote.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8765: send the volume's voxels and geometry there")
+    remote.add_argument("--token", help="the server's token (default: $PHOTON_TOKEN)")
+    remote.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up (and cancel) after S seconds (default 600)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from photonlib.inference import PhotonEngine
-
     if not args.question.strip():
         raise ValueError("the question is empty")
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be at least 1")
     volume = read_volume_from_args(args)
+    if args.server:
+        return run_remote(args, volume)
+    if args.token:
+        raise ValueError("--token needs --server")
+
+    from photonlib.inference import PhotonEngine
+
     engine = PhotonEngine.load(args.model, args.device)
     case = engine.prepare(volume)
     answer = engine.ask(case, args.question, max_new_tokens=args.max_new_tokens)
@@ -49,12 +63,67 @@ def run(args: argparse.Namespace) -> int:
         "model": engine.info()["name"],
         "heatmap": str(args.heatmap) if args.heatmap else None,
     }
-    if args.json:
+    print_result(result, args.json)
+    return 0
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(result, indent=2))
     else:
-        print(answer.answer)
+        print(result["answer"])
         print(
-            f"[{answer.tokens_kept} of {answer.tokens_total} visual tokens kept; "
-            f"{answer.timings['total']:.2f} s; model {result['model']}]"
+            f"[{result['tokens_kept']} of {result['tokens_total']} visual tokens kept; "
+            f"{result['timings'].get('total', 0.0):.2f} s; model {result['model']}]"
         )
+
+
+def run_remote(args: argparse.Namespace, volume: Volume) -> int:
+    """Upload the voxels and geometry (never DICOM tags) to ``photon serve``, ask, print."""
+    from photonlib.cli.main import UserInputError
+    from photonlib.client import PhotonClient, PhotonClientError
+
+    if args.model is not None or args.device != "auto":
+        raise UserInputError("--model and --device choose a local model; with --server the server's model answers")
+    client = PhotonClient(args.server, token=args.token, timeout=60.0)
+    job_id = None
+    try:
+        client.check_server()
+        uploaded = client.upload_array(volume.array, volume.geometry, modality=volume.modality)
+        job = client.submit(uploaded.volume_id, args.question, max_new_tokens=args.max_new_tokens)
+        job_id = job.job_id
+        answer = client.wait(job_id, timeout=args.timeout)
+        job_id = None
+        if args.heatmap:
+            save_heatmap(args.heatmap, answer)
+    except PhotonClientError as error:
+        raise UserInputError(str(error)) from None
+    except KeyboardInterrupt:
+        if job_id is not None:  # do not leave the server working for nobody
+            try:
+                client.cancel(job_id)
+            except PhotonClientError:
+                pass
+        raise
+    result = {
+        "answer": answer.answer,
+        "tokens_total": answer.tokens_total,
+        "tokens_kept": answer.tokens_kept,
+        "timings": {name: round(seconds, 4) for name, seconds in answer.timings.items()},
+        "model": answer.model.get("name"),
+        "heatmap": str(args.heatmap) if args.heatmap else None,
+    }
+    print_result(result, args.json)
     return 0
+
+
+def save_heatmap(path: Path, answer: AskResult) -> None:
+    """The server's NRRD as is; other suffixes (.nii.gz, .mha) converted with the same geometry."""
+    if path.name.lower().endswith(".nrrd"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(answer.heatmap_nrrd())
+        return
+    from photonlib.volume import write_volume
+
+    array, geometry = answer.heatmap()
+    write_volume(path, array, geometry)
