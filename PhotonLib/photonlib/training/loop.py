@@ -242,6 +242,11 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         model.gradient_checkpointing_enable()
     cache = PreparedVolumeCache(Path(config.data.cache_dir or Path(config.output_dir) / "volume-cache"), processor.preprocess)
 
+    if accelerator.is_main_process:  # fill the cache once, before timing the steps
+        for path in tqdm(sorted({example.volume for example in examples}), desc="preparing volumes", disable=not accelerator.is_local_main_process):
+            cache.array(path)
+    accelerator.wait_for_everyone()
+
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

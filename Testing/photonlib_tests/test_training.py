@@ -1,0 +1,130 @@
+"""``photon train``: a short run writes a checkpoint and resumes exactly; recipes parse and refuse bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from photonlib.geometry import VolumeGeometry
+from photonlib.model import PhotonForConditionalGeneration, PhotonProcessor
+from photonlib.training import load_train_config, train
+from photonlib.training.config import PruningSchedule
+from photonlib.volume import write_volume
+
+PHOTON = Path(sys.executable).with_name("photon")
+CONFIGS = Path(__file__).resolve().parents[2] / "PhotonLib" / "configs"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Four small CT-like volumes (real files) and a JSON Lines file of questions about them."""
+    folder = tmp_path_factory.mktemp("train-data")
+    rows = []
+    for index in range(4):
+        geometry = VolumeGeometry((40, 40, 20), (3.0, 3.0, 6.0), (0.0, 0.0, 0.0), np.eye(3))
+        array = np.random.default_rng(index).normal(0, 300, geometry.array_shape).astype(np.int16)
+        array[0, 0, 0] = -1000
+        write_volume(folder / f"case{index}.nii.gz", array, geometry)
+        rows.append({"volume": f"case{index}.nii.gz", "question": f"Is there a lesion in case {index}?", "answer": "Yes" if index % 2 else "No"})
+    (folder / "data.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return folder / "data.jsonl"
+
+
+def recipe(dataset: Path, output: Path, *extra: str):
+    return load_train_config(
+        None,
+        [
+            "model.init=preset:tiny", "model.tokenizer=compact", "model.compact_vocab_size=300",
+            "data.kind=jsonl", f"data.path={dataset}", "data.preprocess=tiny", f"output_dir={output}",
+            "max_steps=3", "batch_size=2", "learning_rate=1e-3", "pruning.soft_from=1", "pruning.hard_from=2",
+            *extra,
+        ],
+    )  # fmt: skip
+
+
+def test_three_steps_checkpoint_and_exact_resume(tmp_path, dataset):
+    straight = train(recipe(dataset, tmp_path / "straight"))
+    interrupted = recipe(dataset, tmp_path / "resumed", "save_every=2")
+    train(interrupted)
+    # Forget everything after step 2, then resume from the step-2 checkpoint.
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000002", "step-0000003"]
+    for leftover in (checkpoints / "step-0000003", tmp_path / "resumed" / "final"):
+        subprocess.run(["rm", "-rf", str(leftover)], check=True)
+    resumed = train(interrupted, resume=checkpoints / "step-0000002")
+
+    first = PhotonForConditionalGeneration.from_pretrained(straight.final_model).state_dict()
+    second = PhotonForConditionalGeneration.from_pretrained(resumed.final_model).state_dict()
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+    # The run really trained: weights moved away from the initial ones.
+    initial = PhotonForConditionalGeneration.from_pretrained(straight.final_model)
+    assert straight.steps == 3 and resumed.last_loss == pytest.approx(straight.last_loss)
+    assert initial.config.pruning_mode == "hard"
+    processor = PhotonProcessor.from_pretrained(straight.final_model)
+    assert len(processor.tokenizer) <= 300  # the compact tokenizer was saved with the model
+
+
+def test_stage_one_trains_only_the_patch_embedding(tmp_path, dataset):
+    config = recipe(dataset, tmp_path / "stage1", "stage=1", "max_steps=2", "model.tokenizer=qwen")
+    from accelerate.utils import set_seed
+
+    from photonlib.training.loop import build_model, load_examples, parameter_groups
+
+    set_seed(config.seed)  # as train() does, so this model starts from the same weights
+    model, _ = build_model(config, load_examples(config))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    groups = parameter_groups(model, config)
+    assert [g["name"] for g in groups] == ["vision"]
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"model.visual.patch_embed.proj.weight"}
+    result = train(config)
+    after = PhotonForConditionalGeneration.from_pretrained(result.final_model).state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {"model.visual.patch_embed.proj.weight"}
+
+
+def test_pruning_schedule_by_fraction_and_by_step():
+    schedule = PruningSchedule(soft_from=0.3, hard_from=0.6)
+    assert [schedule.mode_at(step, 10) for step in (0, 2, 3, 5, 6, 9)] == ["none", "none", "soft", "soft", "hard", "hard"]
+    by_step = PruningSchedule(soft_from=4000, hard_from=8000)
+    assert [by_step.mode_at(step, 10000) for step in (3999, 4000, 8000)] == ["none", "soft", "hard"]
+
+
+def test_example_recipes_parse():
+    for path in CONFIGS.glob("*.yaml"):
+        config = load_train_config(path)
+        assert config.max_steps >= 1, path
+    stage2 = load_train_config(CONFIGS / "3d-rad-stage2-8gpu.yaml")
+    assert stage2.learning_rate == 1e-5 and stage2.vision_learning_rate == 5e-6 and stage2.mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["stage=3"], "stage"),
+        (["max_steps=0"], "at least 1"),
+        (["learning_rte=1"], "unknown setting"),
+        (["pruning.soon=1"], "unknown setting"),
+        (["learning_rate=fast"], "must be a number"),
+        (["no-equals-sign"], "key=value"),
+    ],
+)
+def test_bad_recipes_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_train_config(None, overrides)
+
+
+def test_cli_bad_config_exits_2(tmp_path):
+    (tmp_path / "bad.yaml").write_text("stage: [unclosed\n")
+    result = subprocess.run([str(PHOTON), "train", "--config", str(tmp_path / "bad.yaml")], capture_output=True, text=True, env=dict(os.environ))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("photon train: error:")
+    assert "not valid YAML" in result.stderr
