@@ -222,17 +222,23 @@ def read_nrrd_bytes(data: bytes) -> tuple[np.ndarray, VolumeGeometry]:
         raise WireFormatError(f"NRRD data truncated: {len(payload):,} bytes for {count:,} voxels of {dtype.name}")
     array = np.frombuffer(payload, dtype=dtype, count=count).reshape(sizes[::-1]).astype(dtype.newbyteorder("="))
 
-    vectors = re.findall(r"\(([^)]*)\)", fields.get("space directions", ""))
-    if len(vectors) == 3:
-        axes = np.array([[float(v) for v in vector.split(",")] for vector in vectors]).T
-    else:
-        axes = np.diag([float(v) for v in fields.get("spacings", "1 1 1").split()])
-    origin = np.array([float(v) for v in re.findall(r"[-+0-9.eE]+", fields.get("space origin", "(0,0,0)"))])
-    space = fields.get("space", "left-posterior-superior").lower()
-    if space in ("right-anterior-superior", "ras"):
-        axes, origin = LPS_TO_RAS_3X3 @ axes, LPS_TO_RAS_3X3 @ origin
-    elif space not in ("left-posterior-superior", "lps"):
-        raise WireFormatError(f"NRRD space {space!r} is not supported; LPS or RAS is")
-    matrix = np.eye(4)
-    matrix[:3, :3], matrix[:3, 3] = axes, origin
-    return array, VolumeGeometry.from_ijk_to_lps(matrix, sizes)
+    try:
+        vectors = re.findall(r"\(([^)]*)\)", fields.get("space directions", ""))
+        if len(vectors) == 3:
+            axes = np.array([[float(v) for v in vector.split(",")] for vector in vectors]).T
+        else:
+            axes = np.diag([float(v) for v in fields.get("spacings", "1 1 1").split()])
+        origin_vectors = re.findall(r"\(([^)]*)\)", fields.get("space origin", "(0,0,0)"))
+        origin = np.array([float(v) for v in origin_vectors[0].split(",")]) if origin_vectors else np.zeros(3)
+        space = fields.get("space", "left-posterior-superior").lower()
+        if space in ("right-anterior-superior", "ras"):
+            axes, origin = LPS_TO_RAS_3X3 @ axes, LPS_TO_RAS_3X3 @ origin
+        elif space not in ("left-posterior-superior", "lps"):
+            raise WireFormatError(f"NRRD space {space!r} is not supported; LPS or RAS is")
+        matrix = np.eye(4)
+        matrix[:3, :3], matrix[:3, 3] = axes, origin
+        return array, VolumeGeometry.from_ijk_to_lps(matrix, sizes)
+    except (ValueError, IndexError) as error:
+        if isinstance(error, WireFormatError):
+            raise
+        raise WireFormatError(f"NRRD geometry fields are malformed ({error})") from None

@@ -129,13 +129,21 @@ def raw_http(url: str, head: bytes, body_chunks=(), *, wait: float = 10.0) -> tu
                 break
         response = b""
         with contextlib.suppress(ConnectionResetError, TimeoutError):
-            while b"\r\n\r\n" not in response:
+            while not _complete(response):
                 data = sock.recv(65536)
                 if not data:
                     break
                 response += data
-    head_part, _, rest = response.partition(b"\r\n\r\n")
+    head_part, _, body = response.partition(b"\r\n\r\n")
     lines = head_part.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    return status, headers, rest, sent
+    return status, headers, body, sent
+
+
+def _complete(response: bytes) -> bool:
+    head, separator, body = response.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    match = re.search(rb"content-length:\s*(\d+)", head, flags=re.IGNORECASE)
+    return match is None or len(body) >= int(match.group(1))

@@ -23,7 +23,13 @@ from photonlib.volume import map_to_source, read_volume, write_volume
 from photonlib.volume.image import Volume
 from photonlib.wire import read_nrrd_bytes
 
-from serving_helpers import LONG_ANSWER, ct_array, oblique_geometry, running_server, tiny_engine
+from serving_helpers import (
+    LONG_ANSWER,
+    ct_array,
+    oblique_geometry,
+    running_server,
+    tiny_engine,
+)
 
 
 @pytest.fixture(scope="module")

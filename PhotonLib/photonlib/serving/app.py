@@ -341,7 +341,8 @@ def create_app(engine: PhotonEngine, settings: ServerSettings = ServerSettings()
 
     bearer = HTTPBearer(auto_error=False, description="the server's token (photon serve --token-file / PHOTON_TOKEN)")
 
-    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    # A default rather than Annotated[...]: annotations are strings here and `bearer` is local.
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if credentials is None:
             raise ApiError(401, "unauthorized", "this server needs a token: send the header `Authorization: Bearer <token>`")
         if not hmac.compare_digest(credentials.credentials.encode(), settings.token.encode()):
