@@ -51,7 +51,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,6 @@ class PhantomCase:
     labels: np.ndarray  # uint8, KJI
     geometry: VolumeGeometry
     facts: dict[str, Any]
-    questions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def lesion(self) -> dict[str, Any] | None:
