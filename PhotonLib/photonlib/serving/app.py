@@ -76,6 +76,17 @@ UPLOAD_BODY = {
 }
 
 
+#: One server-sent event of GET /v1/jobs/{job_id}/events.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "done"]},
+        "data": {"type": "string", "description": "the job status (as GET /v1/jobs/{job_id}) as JSON"},
+    },
+    "required": ["event", "data"],
+}
+
+
 class ApiError(Exception):
     """An error answered as ``{"code", "detail"}`` with an HTTP status."""
 
@@ -404,7 +415,7 @@ def create_app(engine: PhotonEngine, settings: ServerSettings = ServerSettings()
 
     @router.post(
         "/volumes/{volume_id}/questions", status_code=202, response_model=JobStatus, tags=["questions"],
-        responses=_errors(404, 422, 503),
+        responses=_errors(400, 404, 422, 503),
     )  # fmt: skip
     def ask_question(volume_id: VolumeId, request: QuestionRequest, response: Response) -> dict:
         """Queue a question about a held volume; follow it at ``/v1/jobs/{job_id}``."""
@@ -419,7 +430,9 @@ def create_app(engine: PhotonEngine, settings: ServerSettings = ServerSettings()
     async def ask_inline(
         request: Request,
         response: Response,
-        question: Annotated[str, Query(min_length=1, max_length=100_000)],
+        # Short enough that the URL stays under uvicorn's 16 KiB request-line limit even
+        # percent-encoded; longer questions go through POST /v1/volumes/{id}/questions.
+        question: Annotated[str, Query(min_length=1, max_length=1000)],
         max_new_tokens: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
         wait_s: Annotated[float | None, Query(gt=0, le=3600, description="how long to wait for the answer")] = None,
     ) -> dict:
@@ -466,7 +479,7 @@ def create_app(engine: PhotonEngine, settings: ServerSettings = ServerSettings()
 
     @router.get(
         "/jobs/{job_id}/events", tags=["questions"], response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "server-sent events"}, **_errors(404, 422)},
+        responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}, "description": "server-sent events"}, **_errors(404, 422)},
     )  # fmt: skip
     async def job_events(job_id: JobId) -> StreamingResponse:
         """Server-sent events: a ``progress`` event (the job status) on every change, then ``done``."""
