@@ -148,7 +148,11 @@ def test_inline_ask_for_curl_users(server, tmp_path):
     geometry = oblique_geometry((20, 18, 10))
     path = write_volume(tmp_path / "ct.nrrd", ct_array(geometry, seed=6), geometry)
     response = requests.post(
-        f"{server.url}/v1/ask", params={"question": "Is it normal?", "max_new_tokens": 3}, data=path.read_bytes(), timeout=30
+        f"{server.url}/v1/ask",
+        params={"question": "Is it normal?", "max_new_tokens": 3},
+        data=path.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=30,
     )
     assert response.status_code == 200, response.text
     job = response.json()

@@ -46,6 +46,9 @@ def server():
         yield running
 
 
+OCTET_STREAM = {"Content-Type": "application/octet-stream"}
+
+
 # ---------------------------------------------------------------------------------- auth
 def test_with_a_token_every_route_but_health_needs_it(caplog):
     caplog.set_level(logging.DEBUG)
@@ -86,6 +89,23 @@ def test_without_a_token_the_api_is_open_on_loopback(server):
     assert requests.get(f"{server.url}/v1/info", timeout=10).status_code == 200
 
 
+def test_web_pages_cannot_reach_a_loopback_server(server, tmp_path):
+    """What a browser sends cross-site without asking (DNS rebinding, form-type uploads) is refused."""
+    geometry = oblique_geometry((20, 18, 10))
+    body = write_volume(tmp_path / "ct.nrrd", ct_array(geometry), geometry).read_bytes()
+    rebound = requests.get(f"{server.url}/v1/info", headers={"Host": f"attacker.example:{server.url.rsplit(':', 1)[1]}"}, timeout=10)
+    assert rebound.status_code == 400 and rebound.json()["code"] == "bad_host"
+    for content_type in (None, "text/plain", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"):
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        response = requests.post(f"{server.url}/v1/volumes", data=body, headers=headers, timeout=10)
+        assert response.status_code == 415, content_type
+        assert "Content-Type: application/octet-stream" in response.json()["detail"]
+    for host in ("127.0.0.1", "localhost"):
+        port = server.url.rsplit(":", 1)[1]
+        assert requests.get(f"{server.url}/v1/health", headers={"Host": f"{host}:{port}"}, timeout=10).status_code == 200
+    assert requests.post(f"{server.url}/v1/volumes", data=body, headers=OCTET_STREAM, timeout=10).status_code == 201
+
+
 def test_bind_rules():
     for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"):
         assert is_loopback(host)
@@ -119,7 +139,7 @@ def test_refuses_to_listen_on_all_interfaces_without_a_token(tmp_path):
 # ---------------------------------------------------------------------------------- upload limits
 def test_declared_oversize_upload_is_refused_before_the_body_is_read(server):
     head = (
-        f"POST /v1/volumes HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        f"POST /v1/volumes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
         f"Content-Length: {100 * MIB}\r\n\r\n"
     ).encode()
     started = time.monotonic()
@@ -132,7 +152,7 @@ def test_declared_oversize_upload_is_refused_before_the_body_is_read(server):
 
 
 def test_chunked_oversize_upload_is_cut_off_while_streaming(server):
-    head = b"POST /v1/volumes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /v1/volumes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = b"10000\r\n" + b"\0" * 0x10000 + b"\r\n"  # 64 KiB chunks, no total length announced
     started = time.monotonic()
     status, _, _, sent = raw_http(server.url, head, (chunk for _ in range(100 * MIB // 0x10000)))
@@ -153,7 +173,7 @@ def test_the_client_refuses_an_oversize_volume_without_sending_it(server):
 
 
 def test_a_stalled_upload_times_out(server):
-    head = b"POST /v1/volumes HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    head = b"POST /v1/volumes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: 5000\r\n\r\n"
     started = time.monotonic()
     status, _, body, _ = raw_http(server.url, head, [b"NRRD0004\n"])  # then nothing more
     assert status == 408 and b"upload_timeout" in body
@@ -215,7 +235,7 @@ def bad_volumes(tmp_path) -> dict[str, tuple[bytes, int, str]]:
 
 def test_bad_volumes_are_refused_with_4xx_and_the_server_keeps_serving(server, tmp_path):
     for name, (body, status, message) in bad_volumes(tmp_path).items():
-        response = requests.post(f"{server.url}/v1/volumes", data=body, timeout=30)
+        response = requests.post(f"{server.url}/v1/volumes", data=body, headers=OCTET_STREAM, timeout=30)
         assert response.status_code == status, (name, response.text)
         assert message.lower() in response.json()["detail"].lower(), (name, response.json())
         assert requests.get(f"{server.url}/v1/health", timeout=10).json()["status"] == "ok", name

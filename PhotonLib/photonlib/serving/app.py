@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photonlib import __version__
@@ -42,7 +42,7 @@ from photonlib.serving.schemas import (
     ServerInfo,
     VolumeInfo,
 )
-from photonlib.serving.settings import ServerSettings
+from photonlib.serving.settings import ServerSettings, is_loopback
 from photonlib.serving.store import StoredVolume, VolumeStore
 from photonlib.serving.uploads import ACCEPTED_FORMATS, UploadError, decode_volume, read_body
 from photonlib.volume import (
@@ -85,6 +85,10 @@ SSE_EVENT = {
     },
     "required": ["event", "data"],
 }
+
+
+#: Content types a browser may send cross-site without a preflight ("" = none).
+BROWSER_FORM_TYPES = ("", "text/plain", "multipart/form-data", "application/x-www-form-urlencoded")
 
 
 class ApiError(Exception):
@@ -151,6 +155,15 @@ class PhotonService:
 
     # ------------------------------------------------------------------ operations
     async def receive_volume(self, request: Request) -> tuple[StoredVolume, bool]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in BROWSER_FORM_TYPES:
+            # Browsers send these (or none) cross-site without asking: refusing them keeps web
+            # pages from pushing volumes into a server on this machine.
+            raise ApiError(
+                415, "unsupported_media_type",
+                f"send the volume with Content-Type: application/octet-stream (or {RAW_VOLUME_CONTENT_TYPE}), "
+                f"not {content_type or 'no Content-Type'}; with curl: -H 'Content-Type: application/octet-stream'",
+            )  # fmt: skip
         if self.upload_slots.locked():
             raise ApiError(503, "busy", "two uploads are already being received; retry shortly", {"Retry-After": "2"})
         async with self.upload_slots:
@@ -303,6 +316,31 @@ class AccessLogMiddleware:
             access_logger.log(level, "%s %s %s %.1f ms", scope.get("method"), path, code or "-", 1000 * (time.perf_counter() - started))
 
 
+class LoopbackHostMiddleware:
+    """On a loopback address, answer only requests addressed to a loopback name.
+
+    A web page can make the browser send requests to 127.0.0.1 through a DNS name it controls
+    (DNS rebinding); such requests carry that name in ``Host`` and are refused here.
+    """
+
+    def __init__(self, app, allowed: set[str]):
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "").strip().lower()
+            name = host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
+            if name not in self.allowed:
+                response = JSONResponse(
+                    {"code": "bad_host", "detail": "this server only answers requests addressed to 127.0.0.1, localhost or [::1]"},
+                    status_code=400,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(engine: PhotonEngine, settings: ServerSettings = ServerSettings()) -> FastAPI:
     """The FastAPI application serving ``engine`` under ``/v1``."""
     service = PhotonService(engine, settings)
@@ -323,7 +361,9 @@ def create_app(engine: PhotonEngine, settings: ServerSettings = ServerSettings()
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(AccessLogMiddleware)
+    if is_loopback(settings.host):
+        app.add_middleware(LoopbackHostMiddleware, allowed={"127.0.0.1", "localhost", "[::1]", settings.host.lower()})
+    app.add_middleware(AccessLogMiddleware)  # added last, so it runs first and logs refusals too
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
