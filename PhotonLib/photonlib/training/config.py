@@ -43,6 +43,7 @@ class DataSettings:
     volume_root: str | None = None
     on_error: str = "skip"  # skip (report and count) | raise
     preprocess: str = "small"  # PreprocessConfig preset for the model grid
+    preprocess_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {ct_window_hu: [-200, 300]}
     max_samples: int | None = None
     cache_dir: str | None = None  # prepared volumes are cached here (default: <output_dir>/volume-cache)
 

@@ -12,6 +12,7 @@ scheduler and RNG states).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -44,7 +45,7 @@ STATE_FILE = "trainer_state.json"
 def build_model(config: TrainConfig, examples: Sequence[TrainingExample] = ()) -> tuple[PhotonForConditionalGeneration, PhotonProcessor]:
     """The model and processor named by ``config.model.init``."""
     init, overrides = config.model.init, dict(config.model.overrides)
-    preprocess = PreprocessConfig.preset(config.data.preprocess)
+    preprocess = preprocess_settings(config)
     if init.startswith("preset:"):
         tokenizer = None
         if config.model.tokenizer == "compact":
@@ -70,6 +71,12 @@ def build_model(config: TrainConfig, examples: Sequence[TrainingExample] = ()) -
     for key, value in overrides.items():
         setattr(model.config, key, value)
     return model, PhotonProcessor.from_pretrained(folder)
+
+
+def preprocess_settings(config: TrainConfig) -> PreprocessConfig:
+    """The named preset with the recipe's overrides (validated by PreprocessConfig)."""
+    overrides = {key: tuple(value) if isinstance(value, list) else value for key, value in config.data.preprocess_overrides.items()}
+    return dataclasses.replace(PreprocessConfig.preset(config.data.preprocess), **overrides)
 
 
 def parameter_groups(model: PhotonForConditionalGeneration, config: TrainConfig) -> list[dict]:
