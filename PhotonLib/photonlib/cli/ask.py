@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from photonlib.cli.volume_options import add_volume_arguments, read_volume_from_args
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (default 128)")
     parser.add_argument("--heatmap", type=Path, metavar="OUT", help="write keep probabilities in the volume's geometry (.nrrd, .nii.gz)")
+    parser.add_argument("--png", type=Path, metavar="OUT", help="write a picture: three slices with the heatmap overlaid")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     remote = parser.add_argument_group("asking a running server (photon serve) instead of loading a model here")
     remote.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8765: send the volume's voxels and geometry there")
@@ -55,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     answer = engine.ask(case, args.question, max_new_tokens=args.max_new_tokens)
     if args.heatmap:
         engine.write_heatmap(args.heatmap, answer, case)
+    if args.png:
+        save_picture(args.png, volume, engine.heatmap(answer, case), case.prepared.intensity_mode, case.prepared.intensity_window)
     result = {
         "answer": answer.answer,
         "tokens_total": answer.tokens_total,
@@ -62,9 +67,18 @@ def run(args: argparse.Namespace) -> int:
         "timings": {name: round(seconds, 4) for name, seconds in answer.timings.items()},
         "model": engine.info()["name"],
         "heatmap": str(args.heatmap) if args.heatmap else None,
+        "png": str(args.png) if args.png else None,
     }
     print_result(result, args.json)
     return 0
+
+
+def save_picture(path: Path, volume: Volume, heatmap, intensity_mode: str, intensity_window) -> None:
+    """Three slices through the most-kept voxel, heatmap on top (soft-tissue window for CT)."""
+    from photonlib.inference.overlay import write_overlay_png
+
+    window = (-160.0, 240.0) if intensity_mode == "ct" else tuple(intensity_window)
+    write_overlay_png(path, volume.array, heatmap, volume.geometry, window)
 
 
 def print_result(result: dict, as_json: bool) -> None:
@@ -96,6 +110,10 @@ def run_remote(args: argparse.Namespace, volume: Volume) -> int:
         job_id = None
         if args.heatmap:
             save_heatmap(args.heatmap, answer)
+        if args.png:
+            heatmap, _ = answer.heatmap()
+            mode = "ct" if volume.modality == "CT" or float(volume.array.min()) <= -500 else "percentile"
+            save_picture(args.png, volume, heatmap, mode, tuple(float(v) for v in np.percentile(volume.array, (0.5, 99.5))))
     except PhotonClientError as error:
         raise UserInputError(str(error)) from None
     except KeyboardInterrupt:
@@ -112,6 +130,7 @@ def run_remote(args: argparse.Namespace, volume: Volume) -> int:
         "timings": {name: round(seconds, 4) for name, seconds in answer.timings.items()},
         "model": answer.model.get("name"),
         "heatmap": str(args.heatmap) if args.heatmap else None,
+        "png": str(args.png) if args.png else None,
     }
     print_result(result, args.json)
     return 0

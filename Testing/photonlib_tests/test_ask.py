@@ -1,0 +1,49 @@
+"""``photon ask`` locally: answer, token counts, timings, heatmap in the volume's geometry, picture."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from photonlib.geometry import VolumeGeometry
+from photonlib.volume import read_volume, write_volume
+
+from volume_factory import ct_with_sphere, rotation
+
+PHOTON = Path(sys.executable).with_name("photon")
+
+
+def test_ask_writes_heatmap_in_the_input_geometry_and_a_picture(tmp_path):
+    geometry = VolumeGeometry((60, 50, 30), (1.8, 2.2, 5.0), (-40.0, 25.0, 60.0), rotation(3))
+    volume, _ = ct_with_sphere(geometry, geometry.center_lps, 20.0)
+    path = write_volume(tmp_path / "oblique.nii.gz", volume.array.astype(np.int16), geometry)
+
+    result = subprocess.run(
+        [str(PHOTON), "ask", str(path), "Is there a lesion in the liver?", "--json", "--max-new-tokens", "4",
+         "--heatmap", str(tmp_path / "heat.nrrd"), "--png", str(tmp_path / "picture.png")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert {"answer", "tokens_total", "tokens_kept", "timings"} <= set(answer)
+    assert 0 < answer["tokens_kept"] <= answer["tokens_total"]
+    assert {"preprocess", "vision", "prefill", "decode", "total"} <= set(answer["timings"])
+    heatmap = read_volume(tmp_path / "heat.nrrd")
+    assert heatmap.geometry.isclose(geometry, atol_mm=1e-4)
+    assert 0.0 <= heatmap.array.min() and heatmap.array.max() <= 1.0
+    picture = sitk.ReadImage(str(tmp_path / "picture.png"))
+    assert picture.GetNumberOfComponentsPerPixel() == 3 and picture.GetSize()[0] >= 600
+
+
+def test_ask_refuses_bad_input_with_one_line(tmp_path):
+    result = subprocess.run(
+        [str(PHOTON), "ask", str(tmp_path / "missing.nrrd"), "Why?"], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"photon ask: error: {tmp_path / 'missing.nrrd'}: no such file or folder"
