@@ -95,14 +95,20 @@ def run(args: argparse.Namespace) -> int:
 
     from photonlib.serving.server import bind_socket, run_server, url_of
 
-    try:
-        sock = bind_socket(settings.host, settings.port)
-    except OSError as error:
-        raise UserInputError(
-            f"cannot listen on {settings.host}:{settings.port} ({error.strerror or error}); "
-            "is another photon serve running? choose another --port"
-        ) from None
-    url = url_of(sock)
+    def listen():
+        try:
+            return bind_socket(settings.host, settings.port)
+        except OSError as error:
+            raise UserInputError(
+                f"cannot listen on {settings.host}:{settings.port} ({error.strerror or error}); "
+                "is another photon serve running? choose another --port"
+            ) from None
+
+    # Check the port before the (possibly long) model load, but listen only once the model is
+    # there: a client meanwhile hears "not running" at once rather than waiting for a timeout.
+    sock = listen()
+    if settings.port != 0:
+        sock.close()
     print("photon serve: loading the model ...", file=sys.stderr, flush=True)
 
     from photonlib.inference import PhotonEngine
@@ -111,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = PhotonEngine.load(args.model, args.device)
     except FileNotFoundError as error:
-        sock.close()
         raise UserInputError(str(error)) from None
+    if settings.port != 0:
+        sock = listen()
+    url = url_of(sock)
     app = create_app(engine, settings)
     info = engine.info()
 
