@@ -7,6 +7,7 @@ Photon backend.
 """
 
 import slicer
+from PhotonSlicerLib.logic import PhotonAskLogic
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -79,11 +80,20 @@ class PhotonSlicerWidget(ScriptedLoadableModuleWidget):
 #
 
 
-class PhotonSlicerLogic(ScriptedLoadableModuleLogic):
-    """Work that runs without the GUI. Empty until the Photon backend client arrives."""
+class PhotonSlicerLogic(ScriptedLoadableModuleLogic, PhotonAskLogic):
+    """Work that runs without the GUI; the body lives in ``PhotonSlicerLib.logic`` (tested under plain Python).
 
-    def __init__(self) -> None:
+    From Slicer's Python console::
+
+        logic = slicer.util.getModuleLogic("PhotonSlicer")  # or PhotonSlicerLogic()
+        logic.connect("http://127.0.0.1:8765", token)
+        answer = logic.ask(getNode("CTChest"), "Is there a pleural effusion?")
+        print(answer.answer, answer.tokens_kept, answer.tokens_total, answer.heatmap_node.GetID())
+    """
+
+    def __init__(self, **options) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        PhotonAskLogic.__init__(self, **options)
 
 
 #
@@ -108,4 +118,5 @@ class PhotonSlicerTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Starting the test")
         logic = PhotonSlicerLogic()
         self.assertIsInstance(logic, ScriptedLoadableModuleLogic)
+        self.assertIsInstance(logic, PhotonAskLogic)
         self.delayDisplay("Test passed")

@@ -1,0 +1,213 @@
+"""The Photon backend as the module sees it: connect, check, ask, cancel.
+
+A thin wrapper over :mod:`photonlib.client` (which needs only NumPy and requests, both
+bundled with Slicer; never torch). Every client error is turned into a :class:`BackendError`
+whose message a radiologist can act on; the technical detail stays in ``error.detail`` for
+the backend log.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+#: The extension installs PhotonLib two folders above this file (see the top-level
+#: CMakeLists.txt): <lib>/qt-scripted-modules/PhotonSlicerLib/ -> <lib>/PhotonLib. The source
+#: tree has the same shape: PhotonSlicer/PhotonSlicerLib/ -> PhotonLib.
+BUNDLED_PHOTONLIB_DIR = Path(__file__).resolve().parents[2] / "PhotonLib"
+
+
+def ensure_photonlib_importable(bundled_dir: Path = BUNDLED_PHOTONLIB_DIR) -> None:
+    """Make ``import photonlib`` work inside Slicer, whose Python does not have it installed."""
+    try:
+        import photonlib  # noqa: F401
+    except ImportError:
+        if (bundled_dir / "photonlib" / "__init__.py").is_file():
+            sys.path.insert(0, str(bundled_dir))
+        import photonlib  # noqa: F401  (raises ImportError with the usual message if still absent)
+
+
+ensure_photonlib_importable()
+
+from photonlib import client as photon_client  # noqa: E402
+from photonlib.geometry import VolumeGeometry  # noqa: E402
+
+DEFAULT_URL = photon_client.DEFAULT_URL
+
+
+class BackendError(Exception):
+    """A failure explained in words a radiologist understands; ``detail`` has the technical text."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.message, self.detail = message, detail
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def explain(error: BaseException, url: str = "") -> BackendError:
+    """Turn a client error into a short, actionable :class:`BackendError` (the original as detail)."""
+    where = f" at {url}" if url else ""
+    detail = str(error)
+    if isinstance(error, BackendError):
+        return error
+    if isinstance(error, photon_client.ServerNotRunningError):
+        message = f"The Photon backend is not running{where}. Start it in the Backend section, or check the URL."
+    elif isinstance(error, photon_client.ConnectionLostError):
+        message = f"The Photon backend{where} stopped answering (it may have crashed). Restart it and ask again."
+    elif isinstance(error, photon_client.AuthenticationError):
+        message = "The backend refused the token. Copy the token the backend printed at start-up into the Token box."
+    elif isinstance(error, photon_client.VolumeTooLargeError):
+        message = "This volume is too large for the backend. Crop or resample it (Crop Volume module) and ask again."
+    elif isinstance(error, photon_client.ServerBusyError):
+        wait = f" (about {error.retry_after:g} s)" if getattr(error, "retry_after", None) else ""
+        message = f"The backend is busy with other questions. Try again in a moment{wait}."
+    elif isinstance(error, photon_client.VersionMismatchError):
+        message = "The backend's version does not match this module. Update PhotonSlicer and the backend together."
+    elif isinstance(error, photon_client.RequestTimeoutError):
+        message = "The backend took too long to answer. Try a shorter question or a smaller volume."
+    elif isinstance(error, photon_client.BadVolumeError):
+        message = "The backend cannot read this volume. Choose a 3D CT or MR scalar volume."
+    elif isinstance(error, photon_client.PhotonClientError):
+        message = "The backend reported an error. Open the backend log for details."
+    else:
+        message = f"Unexpected error while talking to the backend: {type(error).__name__}."
+    return BackendError(message, detail)
+
+
+@dataclass(frozen=True)
+class BackendAnswer:
+    """One answered question with its heatmap (KJI float32 keep probability on the volume's grid)."""
+
+    answer: str
+    tokens_kept: int
+    tokens_total: int
+    stopped: bool
+    model: str
+    timings: dict[str, float]
+    heatmap_array: np.ndarray = field(repr=False)
+    heatmap_geometry: VolumeGeometry = field(repr=False)
+
+
+ProgressCallback = Callable[[str, int], None]  # (partial answer, tokens generated)
+
+
+class Backend(Protocol):
+    """What the logic needs from a backend; tests and other transports can provide their own."""
+
+    url: str
+
+    def health(self) -> dict[str, Any]: ...
+
+    def ask(
+        self,
+        array_kji: np.ndarray,
+        geometry: VolumeGeometry,
+        question: str,
+        *,
+        modality: str | None = None,
+        max_new_tokens: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BackendAnswer: ...
+
+    def cancel(self) -> None: ...
+
+
+class ClientBackend:
+    """A :class:`Backend` over HTTP with :class:`photonlib.client.PhotonClient`.
+
+    ``ask`` blocks (run it off the main thread); ``cancel`` may be called from another thread.
+    The token lives in memory only.
+    """
+
+    def __init__(
+        self, url: str = DEFAULT_URL, token: str | None = None, *, poll_interval: float = 0.2, **client_options
+    ):
+        self.url = url.rstrip("/")
+        self.client = photon_client.PhotonClient(self.url, token=token or None, **client_options)
+        self.poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._job_id: str | None = None
+        self._cancel_requested = False
+
+    def __repr__(self) -> str:
+        return f"ClientBackend({self.url!r})"
+
+    def check(self) -> dict[str, Any]:
+        """Reachable, same API version, token accepted; returns the server's info (model, limits)."""
+        try:
+            return self.client.check_server()
+        except Exception as error:
+            raise explain(error, self.url) from error
+
+    def health(self) -> dict[str, Any]:
+        try:
+            return self.client.health()
+        except Exception as error:
+            raise explain(error, self.url) from error
+
+    def ask(
+        self, array_kji, geometry, question, *, modality=None, max_new_tokens=None, on_progress=None
+    ) -> BackendAnswer:
+        if not question or not question.strip():
+            raise BackendError("Type a question first.")
+        with self._lock:
+            self._cancel_requested = False
+        try:
+            volume = self.client.upload_array(array_kji, geometry, modality=modality)
+            job = self.client.submit(volume.volume_id, question.strip(), max_new_tokens=max_new_tokens)
+            with self._lock:
+                self._job_id = job.job_id
+                cancel_now = self._cancel_requested
+            if cancel_now:
+                self.client.cancel(job.job_id)
+
+            def report(progress) -> None:
+                if on_progress is not None:
+                    on_progress(progress.partial_answer, progress.tokens_generated)
+
+            result = self.client.wait(job.job_id, on_progress=report, poll_interval=self.poll_interval)
+            heatmap_array, heatmap_geometry = result.heatmap()
+        except Exception as error:
+            raise explain(error, self.url) from error
+        finally:
+            with self._lock:
+                self._job_id = None
+        model = result.model or {}
+        model_name = model.get("name") or model.get("model") or ""
+        version = model.get("version") or model.get("checkpoint") or ""
+        return BackendAnswer(
+            answer=result.answer,
+            tokens_kept=int(result.tokens_kept),
+            tokens_total=int(result.tokens_total),
+            stopped=bool(result.stopped),
+            model=" ".join(part for part in (str(model_name), str(version)) if part),
+            timings=dict(result.timings),
+            heatmap_array=heatmap_array,
+            heatmap_geometry=heatmap_geometry,
+        )
+
+    def cancel(self) -> None:
+        """Stop the running question (its partial answer is returned); harmless when none runs."""
+        with self._lock:
+            self._cancel_requested = True
+            job_id = self._job_id
+        if job_id is not None:
+            try:
+                self.client.cancel(job_id)
+            except Exception as error:
+                raise explain(error, self.url) from error
+
+
+def connect(url: str = DEFAULT_URL, token: str | None = None, **options) -> ClientBackend:
+    """A checked connection: raises :class:`BackendError` if the backend is down, too old or refuses the token."""
+    backend = ClientBackend(url, token, **options)
+    backend.check()
+    return backend

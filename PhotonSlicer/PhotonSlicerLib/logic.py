@@ -1,0 +1,112 @@
+"""Asking Photon about a volume node, without any GUI: the body of ``PhotonSlicerLogic``.
+
+Plain Python with ``slicer-core``: usable from Slicer's Python console, from the widget (in
+a worker thread for :meth:`PhotonAskLogic.ask_backend`, on the main thread for the MRML part)
+and from tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import history, volumes
+from .backend import DEFAULT_URL, Backend, BackendAnswer, BackendError, ProgressCallback, connect
+
+
+@dataclass(frozen=True)
+class PhotonAnswer:
+    """What ``ask`` returns: the answer, its token counts, and the heatmap volume node."""
+
+    answer: str
+    tokens_kept: int
+    tokens_total: int
+    stopped: bool
+    model: str
+    timings: dict[str, float]
+    heatmap_node: object  # vtkMRMLScalarVolumeNode
+    history_row: int
+
+
+class PhotonAskLogic:
+    """Connects to a backend, sends a volume node and a question, adds the heatmap and the history row.
+
+    Args:
+        backend_factory: ``(url, token) -> Backend``; :func:`backend.connect` by default.
+    """
+
+    def __init__(self, backend_factory: Callable[[str, str | None], Backend] = connect):
+        self.backend_factory = backend_factory
+        self.backend: Backend | None = None
+
+    # ------------------------------------------------------------------ backend
+    def connect(self, url: str = DEFAULT_URL, token: str | None = None) -> Backend:
+        """Connect (and check) a backend; the token is kept in memory only, never saved."""
+        self.backend = self.backend_factory(url, token)
+        return self.backend
+
+    def cancel(self) -> None:
+        """Stop the question being answered (safe from any thread)."""
+        if self.backend is not None:
+            self.backend.cancel()
+
+    # ------------------------------------------------------------------ asking
+    def ask_backend(self, volume_node, question: str, *, max_new_tokens: int | None = None,
+                    on_progress: ProgressCallback | None = None) -> BackendAnswer:  # fmt: skip
+        """The slow part (upload, answer, heatmap download): no scene changes, fine in a worker thread.
+
+        Reading the volume's voxels happens here too; the widget calls :meth:`read_volume` on
+        the main thread instead and passes the arrays to the backend itself when it threads.
+        """
+        array, geometry = self.read_volume(volume_node)
+        return self._backend().ask(array, geometry, question, max_new_tokens=max_new_tokens, on_progress=on_progress)
+
+    @staticmethod
+    def read_volume(volume_node):
+        try:
+            return volumes.volume_array_and_geometry(volume_node)
+        except ValueError as error:
+            raise BackendError(str(error)) from error
+
+    def add_result(self, volume_node, question: str, result: BackendAnswer) -> PhotonAnswer:
+        """The MRML part (main thread in Slicer): heatmap node with the volume's geometry, history row."""
+        _, geometry = self.read_volume(volume_node)
+        if not volumes.heatmap_matches_volume(result.heatmap_geometry, geometry):
+            raise BackendError(
+                "The backend's heatmap does not lie on this volume's grid; it was not shown.",
+                f"sent {geometry.describe()}, got {result.heatmap_geometry.describe()}",
+            )
+        heatmap_node = volumes.add_heatmap_volume(result.heatmap_array, volume_node)
+        table_node = history.history_table(volume_node)
+        row = history.add_entry(
+            table_node,
+            question,
+            result.answer,
+            result.tokens_kept,
+            result.tokens_total,
+            result.model,
+            heatmap_node.GetID(),
+        )
+        return PhotonAnswer(
+            answer=result.answer, tokens_kept=result.tokens_kept, tokens_total=result.tokens_total,
+            stopped=result.stopped, model=result.model, timings=result.timings,
+            heatmap_node=heatmap_node, history_row=row,
+        )  # fmt: skip
+
+    def ask(self, volume_node, question: str, *, max_new_tokens: int | None = None,
+            on_progress: ProgressCallback | None = None) -> PhotonAnswer:  # fmt: skip
+        """Ask and wait (blocks; in the GUI the widget splits this across a worker thread).
+
+        Raises :class:`BackendError` with a message for the user when anything fails.
+        """
+        result = self.ask_backend(volume_node, question, max_new_tokens=max_new_tokens, on_progress=on_progress)
+        return self.add_result(volume_node, question, result)
+
+    def history_table(self, volume_node, create: bool = True):
+        """The volume's history table node (saved with the scene)."""
+        return history.history_table(volume_node, create)
+
+    def _backend(self) -> Backend:
+        if self.backend is None:
+            self.connect()  # the default local backend, no token
+        return self.backend

@@ -1,0 +1,225 @@
+"""PhotonSlicer's logic under plain Python: a real MRML scene (slicer-core) and a real backend.
+
+The backend is ``photonlib.serving`` with the tiny random model on 127.0.0.1 (the serving
+tests' helpers); nothing is mocked between the volume node and the HTTP server.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+import vtk
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPOSITORY_ROOT / "PhotonSlicer"
+sys.path.insert(0, str(MODULE_DIR))
+sys.path.insert(0, str(REPOSITORY_ROOT / "Testing" / "photonlib_tests"))
+
+from PhotonSlicerLib import history, volumes  # noqa: E402
+from PhotonSlicerLib.backend import BackendError, ClientBackend, connect  # noqa: E402
+from PhotonSlicerLib.logic import PhotonAskLogic  # noqa: E402
+
+from serving_helpers import TOKEN, ct_array, oblique_geometry, running_server  # noqa: E402
+
+#: The tiny random model never stops on its own: keep answers short so tests are quick.
+SHORT = 6
+
+
+@pytest.fixture
+def scene():
+    """A fresh scene, installed as slicer.mrmlScene (slicer.util's helpers add nodes there)."""
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(1)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server() as running:
+        yield running
+
+
+def oblique_volume_node(name: str = "CT oblique"):
+    geometry = oblique_geometry()
+    node = slicer.util.addVolumeFromArray(ct_array(geometry), ijkToRAS=geometry.ijk_to_ras, name=name)
+    return node, geometry
+
+
+def matrix_of(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------ geometry
+
+
+def test_volume_node_to_array_and_geometry_keeps_oblique_geometry(scene):
+    node, geometry = oblique_volume_node()
+    array, read_geometry = volumes.volume_array_and_geometry(node)
+    assert array.shape == geometry.array_shape
+    assert read_geometry.isclose(geometry, atol_mm=1e-9, atol_direction=1e-9)
+    assert read_geometry.is_oblique
+
+
+def test_heatmap_of_real_backend_has_the_exact_ijk_to_ras_of_an_oblique_volume(scene, server):
+    node, geometry = oblique_volume_node()
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+
+    answer = logic.ask(node, "Is there a lesion in the liver?", max_new_tokens=SHORT)
+
+    heatmap = answer.heatmap_node
+    assert heatmap.IsA("vtkMRMLScalarVolumeNode") and heatmap.GetScene() is scene
+    assert np.array_equal(matrix_of(heatmap), matrix_of(node))  # exactly, not approximately
+    assert np.array_equal(matrix_of(heatmap), geometry.ijk_to_ras)
+    heatmap_array = slicer.util.arrayFromVolume(heatmap)
+    assert heatmap_array.shape == slicer.util.arrayFromVolume(node).shape == geometry.array_shape
+    assert heatmap_array.dtype == np.float32
+    assert 0.0 <= heatmap_array.min() and heatmap_array.max() <= 1.0 and heatmap_array.max() > 0
+    assert heatmap.GetTransformNodeID() == transform.GetID()
+    assert node.GetNodeReference(volumes.HEATMAP_REFERENCE_ROLE) is heatmap
+    assert isinstance(answer.answer, str)  # the random tiny model may decode to an empty string
+    assert 0 < answer.tokens_kept <= answer.tokens_total
+    assert "photon-tiny-random" in answer.model
+    # The most-kept position is a voxel centre inside the volume.
+    ijk = geometry.ras_to_index(np.array(volumes.most_kept_position_ras(heatmap)))
+    assert np.allclose(ijk, np.round(ijk), atol=1e-6) and np.all(ijk >= 0) and np.all(ijk < geometry.size)
+
+
+def test_heatmap_of_wrong_shape_is_refused(scene):
+    node, _ = oblique_volume_node()
+    with pytest.raises(ValueError, match="does not match"):
+        volumes.add_heatmap_volume(np.zeros((2, 2, 2), np.float32), node)
+
+
+# ------------------------------------------------------------------------------ history
+
+
+def test_history_table_records_each_question_and_survives_saving(scene, server, tmp_path):
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+    questions = ["Which organ is abnormal?", "Is the lesion larger than 2 cm?"]
+    answers = [logic.ask(node, question, max_new_tokens=SHORT) for question in questions]
+
+    table = logic.history_table(node, create=False)
+    assert table is not None and table.IsA("vtkMRMLTableNode")
+    assert table.GetNumberOfColumns() == len(history.COLUMN_NAMES)
+    rows = history.entries(table)
+    assert [row.question for row in rows] == questions
+    assert [row.answer for row in rows] == [answer.answer for answer in answers]
+    assert [(row.tokens_kept, row.tokens_total) for row in rows] == [(a.tokens_kept, a.tokens_total) for a in answers]
+    assert all("photon-tiny-random" in row.model and row.time for row in rows)
+    assert [history.heatmap_node_of_row(table, i) for i in range(2)] == [a.heatmap_node for a in answers]
+    assert answers[1].history_row == 1
+
+    # Saved and read back as the scene would (TSV with a schema keeping the integer columns).
+    path = str(tmp_path / "history.tsv")
+    storage = table.CreateDefaultStorageNode()
+    storage.SetFileName(path)
+    assert storage.WriteData(table)
+    other_scene = slicer.vtkMRMLScene()
+    reread = other_scene.AddNewNodeByClass("vtkMRMLTableNode")
+    reader = reread.CreateDefaultStorageNode()
+    reader.SetFileName(path)
+    assert reader.ReadData(reread)
+    assert history.entries(reread) == rows
+
+
+def test_each_volume_has_its_own_history(scene):
+    first, _ = oblique_volume_node("first")
+    second, _ = oblique_volume_node("second")
+    history.add_entry(history.history_table(first), "q", "a", 1, 2, "m")
+    assert history.history_table(second, create=False) is None
+    assert history.history_table(first, create=False).GetTable().GetNumberOfRows() == 1
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_backend_down_gives_a_clear_message(scene):
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(BackendError, match="backend is not running") as caught:
+        connect(url)
+    assert url in str(caught.value)
+
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic(backend_factory=ClientBackend)  # no check at connect: fails on ask
+    logic.connect(url)
+    with pytest.raises(BackendError, match="backend is not running"):
+        logic.ask(node, "Anything?")
+    assert history.history_table(node, create=False) is None
+    assert node.GetNodeReference(volumes.HEATMAP_REFERENCE_ROLE) is None
+
+
+def test_wrong_token_gives_a_clear_message():
+    with running_server(token=TOKEN) as guarded:
+        with pytest.raises(BackendError, match="refused the token"):
+            connect(guarded.url, "not-the-token")
+        assert connect(guarded.url, TOKEN).check()["api_version"]
+
+
+def test_volume_too_large_gives_a_clear_message(scene):
+    node, _ = oblique_volume_node()
+    with running_server(max_upload_bytes=1024) as small:
+        logic = PhotonAskLogic()
+        logic.connect(small.url)
+        with pytest.raises(BackendError, match="too large"):
+            logic.ask(node, "Anything?")
+
+
+def test_empty_question_and_non_volume_are_refused(scene, server):
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+    with pytest.raises(BackendError, match="Type a question"):
+        logic.ask(node, "   ")
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    with pytest.raises(BackendError, match="image data"):
+        logic.ask(empty, "Anything?")
+
+
+def test_module_helpers_never_import_torch():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import PhotonSlicerLib.logic, PhotonSlicerLib.backend;"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], check=True)
+
+
+def test_module_logic_delegates_to_the_lib_logic(tmp_path):
+    """PhotonSlicer.py imports under slicer-core once the app-only modules it names are stood in for."""
+    code = """
+import sys, types
+sys.path.insert(0, sys.argv[1])
+import slicer
+scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
+             "ScriptedLoadableModuleWidget"):
+    setattr(scripted, name, type(name, (), {"__init__": lambda self, parent=None: None}))
+i18n = types.ModuleType("slicer.i18n")
+i18n.tr = lambda text: text
+sys.modules.update({"slicer.ScriptedLoadableModule": scripted, "slicer.i18n": i18n})
+import PhotonSlicer
+from PhotonSlicerLib.logic import PhotonAskLogic
+logic = PhotonSlicer.PhotonSlicerLogic()
+assert isinstance(logic, PhotonAskLogic) and logic.backend is None
+assert "torch" not in sys.modules
+"""
+    subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], check=True)
