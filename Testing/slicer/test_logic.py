@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from PhotonSlicerLib import history, volumes  # noqa: E402
 from PhotonSlicerLib.backend import BackendError, ClientBackend, connect  # noqa: E402
 from PhotonSlicerLib.logic import PhotonAskLogic  # noqa: E402
 
-from serving_helpers import TOKEN, ct_array, oblique_geometry, running_server  # noqa: E402
+from serving_helpers import LONG_ANSWER, TOKEN, ct_array, oblique_geometry, running_server  # noqa: E402
 
 #: The tiny random model never stops on its own: keep answers short so tests are quick.
 SHORT = 6
@@ -223,3 +224,29 @@ assert isinstance(logic, PhotonAskLogic) and logic.backend is None
 assert "torch" not in sys.modules
 """
     subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], check=True)
+
+
+def test_cancel_from_another_thread_stops_the_question(scene, server):
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+    started = threading.Event()
+    outcome = {}
+
+    def ask() -> None:
+        outcome["answer"] = logic.ask(
+            node,
+            "Describe everything.",
+            max_new_tokens=LONG_ANSWER,
+            on_progress=lambda text, tokens: tokens and started.set(),
+        )
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    assert started.wait(60), "no token was generated"
+    logic.cancel()
+    worker.join(60)
+    assert not worker.is_alive()
+    answer = outcome["answer"]
+    assert answer.stopped
+    assert history.entries(logic.history_table(node))[0].question == "Describe everything."
