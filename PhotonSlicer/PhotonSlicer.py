@@ -34,8 +34,9 @@ class PhotonSlicer(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Ask questions about a CT or MR volume and get an answer from Photon, a 3D medical "
             "vision-language model, together with a heatmap of the regions it used. "
-            "This version is a skeleton: it lets you pick a volume, and asking questions "
-            "arrives with the Photon backend in a later version. "
+            "In this version the panel is laid out but its buttons are not wired yet; ask from "
+            "Slicer's Python console with PhotonSlicerLogic().ask(volumeNode, question) against a "
+            "running Photon backend (photon serve). "
             '<a href="https://github.com/photonslicer/PhotonSlicer">Project home page</a>.'
         )
         self.parent.acknowledgementText = _(
