@@ -59,7 +59,9 @@ class PhotonAskLogic:
         the main thread instead and passes the arrays to the backend itself when it threads.
         """
         array, geometry = self.read_volume(volume_node)
-        return self._backend().ask(array, geometry, question, max_new_tokens=max_new_tokens, on_progress=on_progress)
+        return self.current_backend().ask(
+            array, geometry, question, max_new_tokens=max_new_tokens, on_progress=on_progress
+        )
 
     @staticmethod
     def read_volume(volume_node):
@@ -106,7 +108,8 @@ class PhotonAskLogic:
         """The volume's history table node (saved with the scene)."""
         return history.history_table(volume_node, create)
 
-    def _backend(self) -> Backend:
+    def current_backend(self) -> Backend:
+        """The connected backend; connects to the default local one (no token) if none is."""
         if self.backend is None:
             self.connect()  # the default local backend, no token
         return self.backend

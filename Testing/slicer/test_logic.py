@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ sys.path.insert(0, str(REPOSITORY_ROOT / "Testing" / "photonlib_tests"))
 from PhotonSlicerLib import history, volumes  # noqa: E402
 from PhotonSlicerLib.backend import BackendError, ClientBackend, connect  # noqa: E402
 from PhotonSlicerLib.logic import PhotonAskLogic  # noqa: E402
+from PhotonSlicerLib.tasks import AskTask  # noqa: E402
 
 from serving_helpers import LONG_ANSWER, TOKEN, ct_array, oblique_geometry, running_server  # noqa: E402
 
@@ -250,3 +252,56 @@ def test_cancel_from_another_thread_stops_the_question(scene, server):
     answer = outcome["answer"]
     assert answer.stopped
     assert history.entries(logic.history_table(node))[0].question == "Describe everything."
+
+
+# ------------------------------------------------------------------------------ worker thread
+
+
+def poll_until_finished(task: AskTask, timeout: float = 60.0):
+    """What the widget's timer does, without Qt."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while not (progress := task.poll()).finished:
+        seen.append(progress)
+        assert time.monotonic() < deadline, "the task never finished"
+        time.sleep(0.02)
+    return progress, seen
+
+
+def test_ask_task_runs_off_the_main_thread_and_adds_nodes_on_finish(scene, server):
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+    task = AskTask(logic, node, "Is there a fracture?", max_new_tokens=SHORT).start()
+    progress, seen = poll_until_finished(task)
+    assert progress.state == "done"
+    assert history.history_table(node, create=False) is None  # nothing touched the scene from the worker
+    answer = task.finish()
+    assert np.array_equal(matrix_of(answer.heatmap_node), matrix_of(node))
+    assert history.entries(logic.history_table(node))[0].question == "Is there a fracture?"
+
+
+def test_ask_task_reports_a_down_backend_through_poll_and_finish(scene):
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic(backend_factory=ClientBackend)
+    logic.connect(f"http://127.0.0.1:{free_port()}")
+    task = AskTask(logic, node, "Anything?").start()
+    progress, _ = poll_until_finished(task)
+    assert progress.state == "error" and "backend is not running" in progress.error
+    with pytest.raises(BackendError, match="backend is not running"):
+        task.finish()
+
+
+def test_ask_task_cancel_returns_the_partial_answer(scene, server):
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+    task = AskTask(logic, node, "Describe everything.", max_new_tokens=LONG_ANSWER).start()
+    deadline = time.monotonic() + 60
+    while task.poll().tokens_generated == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    task.cancel()
+    progress, _ = poll_until_finished(task)
+    assert progress.state == "done"
+    assert task.finish().stopped
