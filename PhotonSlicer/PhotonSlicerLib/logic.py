@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import history, volumes
+from . import display, history, volumes
 from .backend import DEFAULT_URL, Backend, BackendAnswer, BackendError, ProgressCallback, connect
 
 
@@ -70,8 +70,9 @@ class PhotonAskLogic:
         except ValueError as error:
             raise BackendError(str(error)) from error
 
-    def add_result(self, volume_node, question: str, result: BackendAnswer) -> PhotonAnswer:
-        """The MRML part (main thread in Slicer): heatmap node with the volume's geometry, history row."""
+    def add_result(self, volume_node, question: str, result: BackendAnswer, *, show: bool = True) -> PhotonAnswer:
+        """The MRML part (main thread in Slicer): heatmap node with the volume's geometry (shown over
+        the volume in the slice views when ``show``), history row."""
         _, geometry = self.read_volume(volume_node)
         if not volumes.heatmap_matches_volume(result.heatmap_geometry, geometry):
             raise BackendError(
@@ -79,6 +80,9 @@ class PhotonAskLogic:
                 f"sent {geometry.describe()}, got {result.heatmap_geometry.describe()}",
             )
         heatmap_node = volumes.add_heatmap_volume(result.heatmap_array, volume_node)
+        display.style_heatmap(heatmap_node)
+        if show:
+            display.show_heatmap(volume_node, heatmap_node)
         table_node = history.history_table(volume_node)
         row = history.add_entry(
             table_node,

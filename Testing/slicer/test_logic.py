@@ -95,6 +95,7 @@ def test_heatmap_of_real_backend_has_the_exact_ijk_to_ras_of_an_oblique_volume(s
     assert heatmap_array.dtype == np.float32
     assert 0.0 <= heatmap_array.min() and heatmap_array.max() <= 1.0 and heatmap_array.max() > 0
     assert heatmap.GetTransformNodeID() == transform.GetID()
+    assert heatmap.GetDisplayNode().GetWindowLevelMax() == pytest.approx(1.0)  # styled as a probability map
     assert node.GetNodeReference(volumes.HEATMAP_REFERENCE_ROLE) is heatmap
     assert isinstance(answer.answer, str)  # the random tiny model may decode to an empty string
     assert 0 < answer.tokens_kept <= answer.tokens_total
