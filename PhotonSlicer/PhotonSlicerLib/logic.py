@@ -108,6 +108,17 @@ class PhotonAskLogic:
         result = self.ask_backend(volume_node, question, max_new_tokens=max_new_tokens, on_progress=on_progress)
         return self.add_result(volume_node, question, result)
 
+    def show_history_row(self, volume_node, row: int, opacity: float = display.DEFAULT_OPACITY):
+        """Show the heatmap of an earlier question (a selected History row); returns it, or None if deleted."""
+        table_node = history.history_table(volume_node, create=False)
+        heatmap_node = history.heatmap_node_of_row(table_node, row) if table_node is not None else None
+        if heatmap_node is None:
+            display.hide_heatmap(volume_node.GetScene())
+            return None
+        volume_node.SetNodeReferenceID(volumes.HEATMAP_REFERENCE_ROLE, heatmap_node.GetID())
+        display.show_heatmap(volume_node, heatmap_node, opacity)
+        return heatmap_node
+
     def history_table(self, volume_node, create: bool = True):
         """The volume's history table node (saved with the scene)."""
         return history.history_table(volume_node, create)

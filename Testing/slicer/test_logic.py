@@ -306,3 +306,22 @@ def test_ask_task_cancel_returns_the_partial_answer(scene, server):
     progress, _ = poll_until_finished(task)
     assert progress.state == "done"
     assert task.finish().stopped
+
+
+def test_selecting_a_history_row_restores_its_heatmap(scene, server):
+    node, _ = oblique_volume_node()
+    views = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+    first = logic.ask(node, "First question?", max_new_tokens=SHORT)
+    second = logic.ask(node, "Second question?", max_new_tokens=SHORT)
+    assert all(view.GetForegroundVolumeID() == second.heatmap_node.GetID() for view in views)
+
+    assert logic.show_history_row(node, 0, opacity=0.3) is first.heatmap_node
+    assert all(view.GetForegroundVolumeID() == first.heatmap_node.GetID() for view in views)
+    assert all(view.GetForegroundOpacity() == pytest.approx(0.3) for view in views)
+    assert node.GetNodeReference(volumes.HEATMAP_REFERENCE_ROLE) is first.heatmap_node
+
+    scene.RemoveNode(second.heatmap_node)  # the user deleted it: the row stays, nothing is shown
+    assert logic.show_history_row(node, 1) is None
+    assert all(view.GetForegroundVolumeID() is None for view in views)
