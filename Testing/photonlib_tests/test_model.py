@@ -16,16 +16,6 @@ QUESTION_A = "Is there a lesion in the liver?"
 QUESTION_B = "Describe the kidneys and any cyst you can see in them."
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model(seed=0)
-
-
-@pytest.fixture(scope="module")
-def processor(model):
-    return tiny_processor(model)
-
-
 # ----------------------------------------------------------------------------- configuration
 def test_presets():
     tiny = PhotonConfig.from_preset("tiny")

@@ -67,7 +67,7 @@ def test_reorientation_matches_simpleitk_dicom_orient(seed):
     image.SetDirection(direction.flatten().tolist())
     for code in ("RAI", "LPS", "RAS", "PIR"):
         expected = sitk.DICOMOrient(image, code)
-        ours, _, _ = reorient_geometry(geometry, code)
+        ours = reorient_geometry(geometry, code)
         assert ours.isclose(VolumeGeometry(expected.GetSize(), expected.GetSpacing(), expected.GetOrigin(), expected.GetDirection()))
 
 

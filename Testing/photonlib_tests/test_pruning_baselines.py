@@ -20,7 +20,7 @@ from photonlib.model.pruning.baselines import (
 from photonlib.model.pruning.pruners import PRUNER_NAMES, VisionStageInputs, build_pruner
 from photonlib.model.pruning.vision_attention import VisionAttentionRecorder, middle_vision_block
 
-from model_factory import phantom_volume, tiny_model, tiny_processor
+from model_factory import phantom_volume, tiny_model
 
 QUESTION = "Is there a lesion in the liver?"
 # The test volume gives 4 x 8 x 8 patches = 4 x 4 x 4 merged tokens. A 56-voxel window is 2 x 2
@@ -37,16 +37,6 @@ def tower():
     config.vision_config.window_size = WINDOW_TOKENS * 2 * 14
     torch.manual_seed(0)
     return PhotonVisionModel._from_config(config.vision_config).eval()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model(seed=0)
-
-
-@pytest.fixture(scope="module")
-def processor(model):
-    return tiny_processor(model)
 
 
 def tower_inputs(processor, volumes):

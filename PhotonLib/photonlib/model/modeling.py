@@ -312,6 +312,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
         self.model = PhotonModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self._pruner: TokenPruner | None = None
+        self._pruner_key: tuple | None = None  # the config values the cached pruner was built from
         self.post_init()
 
     # ------------------------------------------------------------------ pruning choice
@@ -319,7 +320,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
     def pruner(self) -> TokenPruner:
         """The pruner named by ``config.pruner`` (rebuilt when the configuration changes)."""
         key = (self.config.pruner, self.config.its_temperature, self.config.pruning_budget)
-        if self._pruner is None or getattr(self, "_pruner_key", None) != key:
+        if self._pruner is None or self._pruner_key != key:
             self._pruner = build_pruner(
                 self.config.pruner, self.model.language_model.token_scheduler,
                 self.config.its_temperature, self.config.pruning_budget,

@@ -120,10 +120,9 @@ class PreparedVolume:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def reorient_geometry(geometry: VolumeGeometry, orientation: str) -> tuple[VolumeGeometry, tuple[int, ...], tuple[bool, ...]]:
+def reorient_geometry(geometry: VolumeGeometry, orientation: str) -> VolumeGeometry:
     """The same voxels relabelled so the index axes point toward ``orientation``.
 
-    Returns the new geometry, the source axis of each new axis and whether it was flipped.
     Matches SimpleITK's ``DICOMOrient`` (tested): axes are matched greedily by the largest
     direction cosine, so oblique volumes get the closest anatomical orientation.
     """
@@ -151,12 +150,12 @@ def reorient_geometry(geometry: VolumeGeometry, orientation: str) -> tuple[Volum
         if flips[t]:
             first_voxel[permutation[t]] = geometry.size[permutation[t]] - 1
     origin = geometry.index_to_lps(first_voxel)
-    return VolumeGeometry(size, spacing, tuple(origin), new_direction), tuple(permutation), flips
+    return VolumeGeometry(size, spacing, tuple(origin), new_direction)
 
 
 def field_of_view_geometry(source: VolumeGeometry, config: PreprocessConfig) -> VolumeGeometry:
     """The isotropic, reoriented, centre-cropped/padded grid (steps 1-3), before resizing."""
-    oriented, _, _ = reorient_geometry(source, config.orientation)
+    oriented = reorient_geometry(source, config.orientation)
     spacing = config.isotropic_spacing_mm
     # Size after resampling to isotropic spacing, as a resample that keeps the origin computes it.
     resampled = np.maximum(1, np.round(np.array(oriented.size) * np.array(oriented.spacing) / spacing)).astype(int)
