@@ -8,6 +8,7 @@ the backend log.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable
@@ -50,6 +51,13 @@ class BackendError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class AskCancelled(BackendError):
+    """The question was cancelled before the backend produced any answer, so there is none to show."""
+
+    def __init__(self, detail: str = ""):
+        super().__init__("Cancelled before the backend started answering; nothing was added.", detail)
 
 
 def explain(error: BaseException, url: str = "") -> BackendError:
@@ -115,7 +123,10 @@ class Backend(Protocol):
         modality: str | None = None,
         max_new_tokens: int | None = None,
         on_progress: ProgressCallback | None = None,
-    ) -> BackendAnswer: ...
+        cancel_event: threading.Event | None = None,
+    ) -> BackendAnswer:
+        """Blocks until answered; raises :class:`AskCancelled` if ``cancel_event`` is set before any answer."""
+        ...
 
     def cancel(self) -> None: ...
 
@@ -135,7 +146,7 @@ class ClientBackend:
         self.poll_interval = poll_interval
         self._lock = threading.Lock()
         self._job_id: str | None = None
-        self._cancel_requested = False
+        self._cancel_event: threading.Event | None = None  # the running question's
 
     def __repr__(self) -> str:
         return f"ClientBackend({self.url!r})"
@@ -154,32 +165,48 @@ class ClientBackend:
             raise explain(error, self.url) from error
 
     def ask(
-        self, array_kji, geometry, question, *, modality=None, max_new_tokens=None, on_progress=None
+        self, array_kji, geometry, question, *, modality=None, max_new_tokens=None, on_progress=None, cancel_event=None
     ) -> BackendAnswer:
+        """Upload, ask, wait, fetch the heatmap. Blocks: run it off the main thread.
+
+        ``cancel_event`` belongs to this one question: setting it at any time, even before this
+        call starts or between upload and submit, stops the question (``cancel()`` sets it too).
+        """
         if not question or not question.strip():
             raise BackendError("Type a question first.")
+        cancelled = cancel_event if cancel_event is not None else threading.Event()
         with self._lock:
-            self._cancel_requested = False
+            self._cancel_event, self._job_id = cancelled, None
         try:
+            if cancelled.is_set():
+                raise AskCancelled("cancelled before the upload")
             volume = self.client.upload_array(array_kji, geometry, modality=modality)
+            if cancelled.is_set():
+                raise AskCancelled("cancelled after the upload, before the question was sent")
             job = self.client.submit(volume.volume_id, question.strip(), max_new_tokens=max_new_tokens)
+            # Publish the job before looking at the event; cancel() sets the event before
+            # reading the job: one of the two always sees the other, so no cancel is lost.
             with self._lock:
                 self._job_id = job.job_id
-                cancel_now = self._cancel_requested
-            if cancel_now:
-                self.client.cancel(job.job_id)
+            if cancelled.is_set():
+                with contextlib.suppress(photon_client.PhotonClientError):
+                    self.client.cancel(job.job_id)
 
             def report(progress) -> None:
                 if on_progress is not None:
                     on_progress(progress.partial_answer, progress.tokens_generated)
 
             result = self.client.wait(job.job_id, on_progress=report, poll_interval=self.poll_interval)
+            if result.stopped and result.tokens_total == 0:
+                raise AskCancelled(f"job {job.job_id} was cancelled before the answer started")
             heatmap_array, heatmap_geometry = result.heatmap()
+        except AskCancelled:
+            raise
         except Exception as error:
             raise explain(error, self.url) from error
         finally:
             with self._lock:
-                self._job_id = None
+                self._job_id, self._cancel_event = None, None
         model = result.model or {}
         model_name = model.get("name") or model.get("model") or ""
         version = model.get("version") or model.get("checkpoint") or ""
@@ -197,7 +224,10 @@ class ClientBackend:
     def cancel(self) -> None:
         """Stop the running question (its partial answer is returned); harmless when none runs."""
         with self._lock:
-            self._cancel_requested = True
+            cancelled = self._cancel_event
+        if cancelled is not None:
+            cancelled.set()
+        with self._lock:
             job_id = self._job_id
         if job_id is not None:
             try:

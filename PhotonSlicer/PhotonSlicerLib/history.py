@@ -1,7 +1,8 @@
 """The question history of a volume, kept in a vtkMRMLTableNode so it is saved with the scene.
 
 One table per input volume, found through a node reference from the volume. Each row is
-one question: time, question, answer, tokens kept, tokens total, model, heatmap node id.
+one question: time, question, answer, status (answered, or cancelled when the answer was
+stopped part-way and is partial), tokens kept, tokens total, model, heatmap node id.
 The token is never written here (nor anywhere else).
 """
 
@@ -14,11 +15,13 @@ import slicer
 import vtk
 
 HISTORY_REFERENCE_ROLE = "PhotonHistory"
+ANSWERED, CANCELLED = "answered", "cancelled"
 #: (column name, vtk array class): token counts are integers so they sort and plot as numbers.
 COLUMNS = (
     ("time", vtk.vtkStringArray),
     ("question", vtk.vtkStringArray),
     ("answer", vtk.vtkStringArray),
+    ("status", vtk.vtkStringArray),
     ("tokens kept", vtk.vtkIntArray),
     ("tokens total", vtk.vtkIntArray),
     ("model", vtk.vtkStringArray),
@@ -32,10 +35,16 @@ class HistoryEntry:
     time: str
     question: str
     answer: str
+    status: str
     tokens_kept: int
     tokens_total: int
     model: str
     heatmap_node_id: str
+
+    @property
+    def cancelled(self) -> bool:
+        """The answer was stopped part-way (Cancel): what is stored is partial."""
+        return self.status == CANCELLED
 
 
 def create_history_table(scene, name: str):
@@ -61,10 +70,11 @@ def history_table(volume_node, create: bool = True):
 
 
 def add_entry(table_node, question: str, answer: str, tokens_kept: int, tokens_total: int, model: str,
-              heatmap_node_id: str = "", time: str | None = None) -> int:  # fmt: skip
-    """Append one question; returns its row index."""
+              heatmap_node_id: str = "", time: str | None = None, *, cancelled: bool = False) -> int:  # fmt: skip
+    """Append one question (``cancelled``: the answer is partial); returns its row index."""
     time = time or datetime.datetime.now().isoformat(timespec="seconds")
-    values = (time, question, answer, int(tokens_kept), int(tokens_total), model, heatmap_node_id or "")
+    status = CANCELLED if cancelled else ANSWERED
+    values = (time, question, answer, status, int(tokens_kept), int(tokens_total), model, heatmap_node_id or "")
     table = table_node.GetTable()
     row = table.GetNumberOfRows()
     for (column_name, _), value in zip(COLUMNS, values):
@@ -83,7 +93,11 @@ def entries(table_node) -> list[HistoryEntry]:
     table = table_node.GetTable()
     rows = []
     for row in range(table.GetNumberOfRows()):
-        values = [table.GetColumnByName(name).GetValue(row) for name in COLUMN_NAMES]
+        values = []
+        for name in COLUMN_NAMES:
+            column = table.GetColumnByName(name)
+            # Tables saved before the status column existed hold complete answers only.
+            values.append(column.GetValue(row) if column is not None else ANSWERED)
         rows.append(HistoryEntry(*[v if isinstance(v, int) else str(v) for v in values]))
     return rows
 

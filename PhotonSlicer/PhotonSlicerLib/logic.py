@@ -7,6 +7,7 @@ and from tests.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,7 +53,8 @@ class PhotonAskLogic:
 
     # ------------------------------------------------------------------ asking
     def ask_backend(self, volume_node, question: str, *, max_new_tokens: int | None = None,
-                    on_progress: ProgressCallback | None = None) -> BackendAnswer:  # fmt: skip
+                    on_progress: ProgressCallback | None = None,
+                    cancel_event: threading.Event | None = None) -> BackendAnswer:  # fmt: skip
         """The slow part (upload, answer, heatmap download): no scene changes, fine in a worker thread.
 
         Reading the volume's voxels happens here too; the widget calls :meth:`read_volume` on
@@ -60,8 +62,9 @@ class PhotonAskLogic:
         """
         array, geometry = self.read_volume(volume_node)
         return self.current_backend().ask(
-            array, geometry, question, max_new_tokens=max_new_tokens, on_progress=on_progress
-        )
+            array, geometry, question, max_new_tokens=max_new_tokens, on_progress=on_progress,
+            cancel_event=cancel_event,
+        )  # fmt: skip
 
     @staticmethod
     def read_volume(volume_node):
@@ -92,6 +95,7 @@ class PhotonAskLogic:
             result.tokens_total,
             result.model,
             heatmap_node.GetID(),
+            cancelled=result.stopped,
         )
         return PhotonAnswer(
             answer=result.answer, tokens_kept=result.tokens_kept, tokens_total=result.tokens_total,
@@ -100,12 +104,17 @@ class PhotonAskLogic:
         )  # fmt: skip
 
     def ask(self, volume_node, question: str, *, max_new_tokens: int | None = None,
-            on_progress: ProgressCallback | None = None) -> PhotonAnswer:  # fmt: skip
+            on_progress: ProgressCallback | None = None,
+            cancel_event: threading.Event | None = None) -> PhotonAnswer:  # fmt: skip
         """Ask and wait (blocks; in the GUI the widget splits this across a worker thread).
 
-        Raises :class:`BackendError` with a message for the user when anything fails.
+        Raises :class:`BackendError` with a message for the user when anything fails
+        (:class:`AskCancelled` when cancelled before any answer). An answer cancelled
+        part-way is kept, ``stopped``, and flagged ``cancelled`` in the history.
         """
-        result = self.ask_backend(volume_node, question, max_new_tokens=max_new_tokens, on_progress=on_progress)
+        result = self.ask_backend(
+            volume_node, question, max_new_tokens=max_new_tokens, on_progress=on_progress, cancel_event=cancel_event
+        )
         return self.add_result(volume_node, question, result)
 
     def show_history_row(self, volume_node, row: int, opacity: float = display.DEFAULT_OPACITY):

@@ -12,24 +12,35 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from .backend import BackendAnswer, BackendError, explain
+from .backend import AskCancelled, BackendAnswer, BackendError, explain
 from .logic import PhotonAnswer, PhotonAskLogic
+
+RUNNING, DONE, CANCELLED, ERROR = "running", "done", "cancelled", "error"
 
 
 @dataclass(frozen=True)
 class TaskProgress:
-    state: str  # running, done, error
+    """A snapshot for the panel: ``state`` is running, done, cancelled (no answer at all) or error."""
+
+    state: str
     partial_answer: str
     tokens_generated: int
     error: str = ""
+    cancel_requested: bool = False
+    stopped: bool = False  # done, but the answer was cut short by Cancel (it is partial)
 
     @property
     def finished(self) -> bool:
-        return self.state != "running"
+        return self.state != RUNNING
 
 
 class AskTask:
-    """One question about one volume node; see the module docstring for which call runs where."""
+    """One question about one volume node; see the module docstring for which call runs where.
+
+    Cancel is honoured whenever it comes: before the worker has started, during the upload,
+    between upload and submit, or while the answer is generated. The task owns the cancel
+    event it hands to the backend, so no reset inside the backend can lose an early cancel.
+    """
 
     def __init__(self, logic: PhotonAskLogic, volume_node, question: str, *, max_new_tokens: int | None = None):
         self.logic, self.volume_node, self.question = logic, volume_node, question
@@ -39,13 +50,15 @@ class AskTask:
         self._result: BackendAnswer | None = None
         self._error: BackendError | None = None
         self._thread: threading.Thread | None = None
+        self._backend = None
+        self._cancel_event = threading.Event()
 
     def start(self) -> AskTask:
         """Main thread: read the volume (fails at once for an unusable one), then ask in a daemon thread."""
         array, geometry = self.logic.read_volume(self.volume_node)
-        backend = self.logic.current_backend()
+        self._backend = self.logic.current_backend()
         self._thread = threading.Thread(
-            target=self._run, args=(backend, array, geometry), name="PhotonAsk", daemon=True
+            target=self._run, args=(self._backend, array, geometry), name="PhotonAsk", daemon=True
         )  # daemon: closing Slicer must not wait for a slow backend
         self._thread.start()
         return self
@@ -53,8 +66,9 @@ class AskTask:
     def _run(self, backend, array, geometry) -> None:
         try:
             result = backend.ask(
-                array, geometry, self.question, max_new_tokens=self.max_new_tokens, on_progress=self._progress
-            )
+                array, geometry, self.question, max_new_tokens=self.max_new_tokens, on_progress=self._progress,
+                cancel_event=self._cancel_event,
+            )  # fmt: skip
             with self._lock:
                 self._result = result
         except BaseException as error:  # every failure reaches the user through poll()/finish()
@@ -66,17 +80,36 @@ class AskTask:
             self._partial, self._tokens = partial_answer, tokens_generated
 
     def poll(self) -> TaskProgress:
-        """Any thread, cheap: the state, the answer so far and the token count."""
+        """Any thread, cheap (no network): the state, the answer so far and the token count."""
+        requested = self._cancel_event.is_set()
         with self._lock:
+            if isinstance(self._error, AskCancelled):
+                return TaskProgress(CANCELLED, self._partial, self._tokens, str(self._error), requested)
             if self._error is not None:
-                return TaskProgress("error", self._partial, self._tokens, str(self._error))
+                return TaskProgress(ERROR, self._partial, self._tokens, str(self._error), requested)
             if self._result is not None:
-                return TaskProgress("done", self._result.answer, self._tokens)
-            return TaskProgress("running", self._partial, self._tokens)
+                return TaskProgress(DONE, self._result.answer, self._tokens, "", requested, self._result.stopped)
+            return TaskProgress(RUNNING, self._partial, self._tokens, "", requested)
 
     def cancel(self) -> None:
-        """Ask the backend to stop; the task then finishes with the partial answer (``stopped``)."""
-        self.logic.cancel()
+        """Stop the question; returns at once (the request to the backend is sent from another thread).
+
+        The task then finishes ``done`` with the partial answer (``stopped``), or ``cancelled``
+        when the backend had not started answering.
+        """
+        if self._cancel_event.is_set():
+            return
+        self._cancel_event.set()
+        backend = self._backend
+        if backend is not None:
+            threading.Thread(target=self._send_cancel, args=(backend,), name="PhotonCancel", daemon=True).start()
+
+    @staticmethod
+    def _send_cancel(backend) -> None:
+        try:
+            backend.cancel()
+        except BackendError:
+            pass  # the worker's own wait reports a backend that went away
 
     def wait(self, timeout: float | None = None) -> TaskProgress:
         """Block until the worker ends (tests and scripts; the GUI polls instead)."""
@@ -84,11 +117,17 @@ class AskTask:
             self._thread.join(timeout)
         return self.poll()
 
-    def finish(self) -> PhotonAnswer:
-        """Main thread, once finished: the heatmap node and history row; raises BackendError on failure."""
+    def finish(self) -> PhotonAnswer | None:
+        """Main thread, once finished: the heatmap node and history row.
+
+        Returns None when the question was cancelled before any answer (nothing is added);
+        raises :class:`BackendError` on failure.
+        """
         progress = self.poll()
         if not progress.finished:
             raise RuntimeError("AskTask.finish() called before the answer arrived; poll() until finished")
+        if progress.state == CANCELLED:
+            return None
         if self._error is not None:
             raise self._error
         return self.logic.add_result(self.volume_node, self.question, self._result)

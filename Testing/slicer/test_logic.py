@@ -24,7 +24,7 @@ sys.path.insert(0, str(MODULE_DIR))
 sys.path.insert(0, str(REPOSITORY_ROOT / "Testing" / "photonlib_tests"))
 
 from PhotonSlicerLib import history, volumes  # noqa: E402
-from PhotonSlicerLib.backend import BackendError, ClientBackend, connect  # noqa: E402
+from PhotonSlicerLib.backend import AskCancelled, BackendError, ClientBackend, connect  # noqa: E402
 from PhotonSlicerLib.logic import PhotonAskLogic  # noqa: E402
 from PhotonSlicerLib.tasks import AskTask  # noqa: E402
 
@@ -252,7 +252,8 @@ def test_cancel_from_another_thread_stops_the_question(scene, server):
     assert not worker.is_alive()
     answer = outcome["answer"]
     assert answer.stopped
-    assert history.entries(logic.history_table(node))[0].question == "Describe everything."
+    entry = history.entries(logic.history_table(node))[0]
+    assert entry.question == "Describe everything." and entry.cancelled and entry.status == history.CANCELLED
 
 
 # ------------------------------------------------------------------------------ worker thread
@@ -304,8 +305,50 @@ def test_ask_task_cancel_returns_the_partial_answer(scene, server):
         time.sleep(0.02)
     task.cancel()
     progress, _ = poll_until_finished(task)
-    assert progress.state == "done"
-    assert task.finish().stopped
+    assert progress.state == "done" and progress.stopped and progress.cancel_requested
+    answer = task.finish()
+    assert answer.stopped and answer.tokens_total > 0
+    assert history.entries(logic.history_table(node))[0].cancelled  # flagged: the answer is partial
+
+
+def test_ask_task_cancelled_before_its_worker_runs_asks_nothing(scene, server):
+    """The early-cancel race: a cancel that lands before the worker thread reaches the backend is kept."""
+    node, _ = oblique_volume_node()
+    logic = PhotonAskLogic()
+    logic.connect(server.url)
+    jobs_before = len(server.service.worker._jobs)
+    task = AskTask(logic, node, "Describe everything.", max_new_tokens=LONG_ANSWER)
+    task.cancel()  # before start(): the worst case of "Cancel right after Ask"
+    task.start()
+    progress, _ = poll_until_finished(task, timeout=10)
+    assert progress.state == "cancelled" and "Cancelled" in progress.error
+    assert task.finish() is None
+    assert history.history_table(node, create=False) is None
+    assert node.GetNodeReference(volumes.HEATMAP_REFERENCE_ROLE) is None
+    assert len(server.service.worker._jobs) == jobs_before  # no question reached the server
+    # The backend is not left in a cancelled state: the next question is answered in full.
+    answer = AskTask(logic, node, "Is there a fracture?", max_new_tokens=SHORT).start()
+    progress, _ = poll_until_finished(answer)
+    assert progress.state == "done" and not progress.stopped
+    assert not answer.finish().stopped
+    assert not history.entries(logic.history_table(node))[0].cancelled
+
+
+def test_client_backend_honours_a_cancel_event_set_between_upload_and_submit(scene, server):
+    node, _ = oblique_volume_node()
+    array, geometry = volumes.volume_array_and_geometry(node)
+    backend = ClientBackend(server.url)
+    cancel_event = threading.Event()
+    upload = backend.client.upload_array
+
+    def upload_then_cancel(*args, **kwargs):  # the user presses Cancel while the volume uploads
+        uploaded = upload(*args, **kwargs)
+        cancel_event.set()
+        return uploaded
+
+    backend.client.upload_array = upload_then_cancel
+    with pytest.raises(AskCancelled):
+        backend.ask(array, geometry, "Anything?", cancel_event=cancel_event)
 
 
 def test_selecting_a_history_row_restores_its_heatmap(scene, server):
