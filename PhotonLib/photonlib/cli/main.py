@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from photonlib import __version__
-from photonlib.cli import ask, convert, evaluate, info, phantoms, serve, train
+from photonlib.cli import ask, bench, convert, evaluate, info, phantoms, serve, train
 
-SUBCOMMANDS = (info, ask, convert, train, evaluate, serve, phantoms)
+SUBCOMMANDS = (info, ask, convert, train, evaluate, serve, phantoms, bench)
 USAGE_ERROR = 2
 
 

@@ -1,0 +1,151 @@
+"""What the token counts alone allow: floating-point operations per stage, from the shapes.
+
+The limit of a ratio is the ratio of these counts: what a method would achieve if its time were
+exactly proportional to its arithmetic (no fixed costs, no launch or Python overheads, the same
+efficiency at every size). One multiply-add is 2 FLOPs.
+
+* Decoder layer, per token it sees: ``2 (h q + 2 h kv + q h + 3 h I)`` (q/k/v/o projections and
+  the gated MLP); attention over n tokens: ``4 n^2 q`` (scores and weighted sum, the full square
+  as the math/SDPA kernels compute it with a mask).
+* ITS: layers 0..k see every token; layers k+1..L-1 see the text and the kept visual tokens;
+  the scoring adds layer k's query and key projections over every token.
+* Fixed-budget pruners: every layer sees the text and the kept tokens; the vision tower sees
+  every patch (their scoring inside the tower is not counted: it is their overhead).
+* Prefill computes logits for the last position only; training computes them everywhere
+  (``2 h vocab`` per position) and costs three forwards (forward + backward).
+* Vision tower, per patch: patch embedding ``2 c pt ph pw hv``; per block ``2 (4 hv^2 + 3 hv Iv)``;
+  attention ``4 s^2 hv`` per segment of s patches (a depth slab in full-attention blocks, a
+  window otherwise); merger ``2 (16 hv^2 + 4 hv out)`` per merged token.
+* Decoding, per new token: every layer's linear part, attention over its cache (text + kept
+  visual + half the generated tokens on average), the lm_head.
+* Peak memory above the weights: proportional to the most tokens alive at once (the larger of
+  the vision patches' and the language model's widest ratio to the baseline).
+"""
+
+from __future__ import annotations
+
+import math
+
+from photonlib.model import PhotonConfig
+
+
+def decoder_linear_per_token(config: PhotonConfig) -> float:
+    text = config.text_config
+    hidden = text.hidden_size
+    head_dim = getattr(text, "head_dim", None) or hidden // text.num_attention_heads
+    query = text.num_attention_heads * head_dim
+    key_value = text.num_key_value_heads * head_dim
+    return 2.0 * (hidden * query + 2 * hidden * key_value + query * hidden + 3 * hidden * text.intermediate_size)
+
+
+def _query_width(config: PhotonConfig) -> int:
+    text = config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return text.num_attention_heads * head_dim
+
+
+def _layer(config: PhotonConfig, tokens: float) -> float:
+    return tokens * decoder_linear_per_token(config) + 4.0 * tokens * tokens * _query_width(config)
+
+
+def its_scoring(config: PhotonConfig, tokens: float) -> float:
+    text = config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return 2.0 * tokens * text.hidden_size * (text.num_attention_heads + text.num_key_value_heads) * head_dim
+
+
+def vision_tower(config: PhotonConfig, patch_grid: tuple[int, int, int], channels: int) -> float:
+    vision = config.vision_config
+    t, gh, gw = patch_grid
+    patches = t * gh * gw
+    hidden, merge = vision.hidden_size, vision.spatial_merge_size
+    voxels = channels * vision.temporal_patch_size * vision.patch_size**2
+    flops = 2.0 * patches * voxels * hidden
+    per_block = 2.0 * patches * (4 * hidden * hidden + 3 * hidden * vision.intermediate_size)
+    full_segments = [gh * gw] * t
+    window = max(1, vision.window_size // (vision.patch_size * merge))  # merged tokens per window side
+    mh, mw = gh // merge, gw // merge
+    window_segments = []
+    for _ in range(t):
+        for row in range(0, mh, window):
+            for column in range(0, mw, window):
+                window_segments.append(min(window, mh - row) * min(window, mw - column) * merge * merge)
+    full_blocks = set(vision.fullatt_block_indexes or [])
+    for block in range(vision.depth):
+        segments = full_segments if block in full_blocks else window_segments
+        flops += per_block + 4.0 * hidden * sum(s * s for s in segments)
+    merged = patches // (merge * merge)
+    wide = hidden * merge * merge
+    flops += 2.0 * merged * (wide * wide + wide * vision.out_hidden_size)
+    return flops
+
+
+def language_forward(config: PhotonConfig, full: float, after: float, its: bool, logits_positions: float) -> float:
+    """One forward of the decoder: ``full`` tokens in layers 0..k, ``after`` in k+1..L-1 when ``its``."""
+    layers = config.text_config.num_hidden_layers
+    if its:
+        k = config.its_layer
+        flops = (k + 1) * _layer(config, full) + (layers - k - 1) * _layer(config, after) + its_scoring(config, full)
+    else:
+        flops = layers * _layer(config, full)
+    return flops + 2.0 * logits_positions * config.text_config.hidden_size * config.text_config.vocab_size
+
+
+def decode_per_token(config: PhotonConfig, cache: float, new_tokens: int) -> float:
+    text = config.text_config
+    context = cache + (new_tokens - 1) / 2
+    per_layer = decoder_linear_per_token(config) + 4.0 * context * _query_width(config)
+    return text.num_hidden_layers * per_layer + 2.0 * text.hidden_size * text.vocab_size
+
+
+def method_cost(config: PhotonConfig, tokens: dict, patch_grid: tuple[int, int, int], channels: int, its: bool) -> dict:
+    """FLOPs of one method's vision tower, prefill, decode and training step, from its token counts."""
+    text = tokens["text"]
+    full = text + tokens["visual_entering_llm"]
+    after = text + tokens["visual_after_pruning"]
+    answer = tokens["text_training"] - text
+    vision = vision_tower(config, patch_grid, channels)
+    prefill = language_forward(config, full, after, its, logits_positions=1)
+    decode = decode_per_token(config, after, tokens["new_tokens"])
+    train_full, train_after = full + answer, after + answer
+    train = 3.0 * (vision + language_forward(config, train_full, train_after, its, logits_positions=train_after))
+    return {
+        "vision_flops": vision,
+        "llm_prefill_flops": prefill,
+        "ttft_flops": vision + prefill,
+        "decode_flops_per_token": decode,
+        "answer_flops": vision + prefill + (tokens["new_tokens"] - 1) * decode,
+        "train_step_flops": train,
+        "widest_llm_tokens": full,
+        "vision_patches": patch_grid[0] * patch_grid[1] * patch_grid[2],
+    }
+
+
+#: figure -> (cost key, "time" if lower is better and proportional to cost, "rate" if inverse)
+LIMITED_FIGURES = {
+    "vision_s": ("vision_flops", "time"),
+    "llm_prefill_s": ("llm_prefill_flops", "time"),
+    "ttft_s": ("ttft_flops", "time"),
+    "decode_tokens_per_s": ("decode_flops_per_token", "rate"),
+    "end_to_end_tokens_per_s": ("answer_flops", "rate"),
+    "train_samples_per_s": ("train_step_flops", "rate"),
+}
+
+
+def limit_ratios(cost: dict, baseline: dict) -> dict[str, float]:
+    """Best ratio (method / baseline) each figure could reach if it followed the arithmetic exactly."""
+    limits = {}
+    for figure, (key, kind) in LIMITED_FIGURES.items():
+        limits[figure] = cost[key] / baseline[key] if kind == "time" else baseline[key] / cost[key]
+    limits["inference_increase_mib"] = max(
+        cost["vision_patches"] / baseline["vision_patches"], cost["widest_llm_tokens"] / baseline["widest_llm_tokens"]
+    )
+    limits["train_increase_mib"] = limits["inference_increase_mib"]
+    return limits
+
+
+def fraction_of_limit(achieved: float | None, limit: float | None, kind: str) -> float | None:
+    """1.0 = the figure moved exactly as far as the token counts allow; below 1 = less than that."""
+    if achieved is None or limit is None or achieved <= 0 or limit <= 0 or not math.isfinite(achieved):
+        return None
+    return limit / achieved if kind == "time" else achieved / limit

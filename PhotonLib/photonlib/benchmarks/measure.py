@@ -1,0 +1,404 @@
+"""Measure one method (runs inside a worker process, or in-process for tests).
+
+Order inside one process: build the model and inputs; one untimed prefill that also counts the
+tokens; peak memory of one answer (prefill + decode) and of one training step, each from a
+fresh high-water mark; ``warmup`` + ``repeats`` answers (vision time, time to first token, decode
+time); ``warmup`` + ``repeats`` training steps (forward with labels + backward); one profiled
+answer with a timestamp at every stage boundary; for Photon + ITS, torch.profiler's top ops.
+
+Peak memory:
+
+* CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``; the increase is
+  over what was allocated before (the weights and inputs).
+* CPU: the process's resident set. Before each measurement freed heap memory is handed back to
+  the OS (``malloc_trim``) and the kernel's high-water mark is reset to the current RSS
+  (``/proc/self/clear_refs`` = 5); the peak is ``VmHWM`` afterwards. Each method runs in its
+  own fresh process (``BenchSpec.isolate``), so no method inherits another's heap. Where
+  ``clear_refs`` cannot be written, the peak is ``ru_maxrss``, which never goes down (flagged).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from photonlib.benchmarks.build import MethodSetup, setup_method
+from photonlib.benchmarks.spec import METHOD_LABELS, BenchSpec
+
+MIB = 1024 * 1024
+PROFILE_TOP_OPS = 12
+
+
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    errors = [getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)]
+    return tuple(error for error in errors if error is not None) or (MemoryError,)
+
+
+OUT_OF_MEMORY = (*_out_of_memory_errors(), MemoryError)
+
+
+def median(values: list[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+# ----------------------------------------------------------------------------- memory
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class MemoryProbe:
+    """Peak memory of one phase: ``begin()``, run, ``end()`` -> (increase MiB, peak total MiB)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.method = "cuda max_memory_allocated" if device == "cuda" else "VmHWM after clear_refs"
+        self.exact = True
+        self.before = 0.0
+        self._libc = None
+        if device != "cuda":
+            try:
+                self._libc = ctypes.CDLL("libc.so.6")
+            except OSError:
+                self._libc = None
+
+    def begin(self) -> None:
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated() / MIB
+            return
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.exact, self.method = False, "ru_maxrss (monotone: an increase may be underestimated)"
+        rss = _proc_status_kib("VmRSS")
+        self.before = (rss if rss is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+    def end(self) -> tuple[float, float]:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() / MIB
+        else:
+            hwm = _proc_status_kib("VmHWM") if self.exact else None
+            peak = (hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+        return max(0.0, peak - self.before), peak
+
+
+# ----------------------------------------------------------------------------- stage clock
+class StageClock:
+    """Timestamps at module boundaries (forward hooks), synchronised with the device.
+
+    Always: the vision tower's start and end. ``detailed``: also the language model, every
+    decoder layer and the lm_head, for the prefill only (it stops after the first lm_head call),
+    so decoding runs without the extra synchronisations.
+    """
+
+    def __init__(self, model, synchronize: Callable[[], None], detailed: bool = False) -> None:
+        self.synchronize = synchronize
+        self.events: list[tuple[str, float]] = []
+        self.armed = False
+        self.handles = []
+        modules = [("vision", model.model.visual)]
+        if detailed:
+            modules.append(("llm", model.model.language_model))
+            modules += [(f"layer{i}", layer) for i, layer in enumerate(model.model.language_model.layers)]
+            modules.append(("head", model.lm_head))
+        for name, module in modules:
+            self.handles.append(module.register_forward_pre_hook(self._hook(f"{name}_start")))
+            self.handles.append(module.register_forward_hook(self._hook(f"{name}_end", last=detailed and name == "head")))
+
+    def _hook(self, event: str, last: bool = False):
+        def record(*_):
+            if not self.armed:
+                return
+            self.synchronize()
+            self.events.append((event, time.perf_counter()))
+            if last:
+                self.armed = False
+
+        return record
+
+    def start(self) -> None:
+        self.events, self.armed = [], True
+
+    def times(self) -> dict[str, float]:
+        """First occurrence of every event."""
+        first: dict[str, float] = {}
+        for name, moment in self.events:
+            first.setdefault(name, moment)
+        return first
+
+    def vision_seconds(self) -> float:
+        times = self.times()
+        return times["vision_end"] - times["vision_start"] if "vision_end" in times else 0.0
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def prefill_stages(times: dict[str, float], layers: int, its_layer: int) -> dict[str, float]:
+    """Seconds per stage of one prefill from a detailed clock's first events.
+
+    ``its_scoring``: from the end of layer k-1 to the start of layer k (ITS recomputes layer k's
+    queries and keys there); ``its_select``: from the end of layer k to the start of layer k+1
+    (scores, threshold, the gather of hidden states, KV cache, positions and mask). Without ITS
+    both are the bare loop (near 0). ``inputs``: from the vision tower's end to the language
+    model's start (embedding, positions; a fixed-budget pruner's selection and gather).
+    """
+    k = its_layer
+    start_k = f"layer{k}_start"
+    before_k = times["llm_start"] if k == 0 else times[f"layer{k - 1}_end"]
+    stages = {
+        "vision": times.get("vision_end", 0.0) - times.get("vision_start", 0.0),
+        "inputs": times["llm_start"] - times.get("vision_end", times["llm_start"]),
+        "llm_setup": times["layer0_start"] - times["llm_start"] if k > 0 else 0.0,
+        "llm_layers_before_its": (times[f"layer{k - 1}_end"] - times["layer0_start"]) if k > 0 else 0.0,
+        "its_scoring": times[start_k] - before_k,
+        "llm_its_layer": times[f"layer{k}_end"] - times[start_k],
+        "its_select": times[f"layer{k + 1}_start"] - times[f"layer{k}_end"],
+        "llm_layers_after_its": times[f"layer{layers - 1}_end"] - times[f"layer{k + 1}_start"],
+        "norm_lm_head": times["head_end"] - times[f"layer{layers - 1}_end"],
+    }
+    return {name: max(0.0, value) for name, value in stages.items()}
+
+
+# ----------------------------------------------------------------------------- steps
+def train_step(model, batch: dict[str, torch.Tensor]) -> float:
+    """The project's training forward (labels -> cross-entropy) and backward; returns the loss."""
+    output = model(**batch)
+    output.loss.backward()
+    loss = float(output.loss.detach())
+    model.zero_grad(set_to_none=True)
+    return loss
+
+
+def _generate(model, batch: dict[str, torch.Tensor], new_tokens: int):
+    # eos_token_id=-1 never matches: exactly new_tokens tokens are decoded.
+    return model.generate(**batch, max_new_tokens=new_tokens, eos_token_id=-1)
+
+
+def torch_profile_top(model, batch: dict[str, torch.Tensor], device: str, synchronize) -> list[dict]:
+    """torch.profiler's top ops (by self time on the device, or on the CPU) of one prefill."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch.no_grad(), profile(activities=activities) as profiler:
+        model(**batch, use_cache=True, logits_to_keep=1)
+        synchronize()
+    events = profiler.key_averages()
+
+    def self_us(event) -> float:
+        if device == "cuda":
+            return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+        return float(event.self_cpu_time_total)
+
+    total = sum(self_us(event) for event in events) or 1.0
+    ranked = sorted(events, key=self_us, reverse=True)[:PROFILE_TOP_OPS]
+    return [
+        {"op": event.key, "self_ms": self_us(event) / 1000, "share": self_us(event) / total, "calls": int(event.count)}
+        for event in ranked
+    ]
+
+
+# ----------------------------------------------------------------------------- one method
+def run_method(spec: BenchSpec, method: str) -> dict:
+    """Every figure of one method (see the module docstring); seconds, MiB."""
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    setup: MethodSetup = setup_method(spec, method)
+    model = setup.model
+    config = model.config
+    synchronize = torch.cuda.synchronize if spec.device == "cuda" else (lambda: None)
+    errors: dict[str, str] = {}
+    result: dict = {
+        "method": method,
+        "label": METHOD_LABELS[method],
+        "pruner": {"qwen2.5-vl": "none", "photon": "none", "photon-its": "its"}.get(method, method),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / MIB,
+        "its_layer": int(config.its_layer),
+        "its_threshold": setup.its_threshold,
+        "errors": errors,
+    }
+
+    # Untimed prefill: counts the tokens and primes every kernel once.
+    with torch.no_grad():
+        output = model(**setup.inference, use_cache=True, logits_to_keep=1)
+    keep = int(output.keep_mask.sum()) if output.keep_mask is not None else None
+    stage = model.pruner.stage
+    entering = keep if stage == "vision" else setup.visual_tokens
+    after = keep if stage == "language" else entering
+    sequence = int(setup.inference["input_ids"].shape[1])
+    result["tokens"] = {
+        "vision_patches": setup.patches,
+        "visual_in_prompt": setup.visual_tokens,
+        "visual_entering_llm": entering,
+        "visual_after_pruning": after,
+        "text": sequence - setup.visual_tokens,
+        "text_training": int(setup.training["input_ids"].shape[1]) - setup.visual_tokens,
+        "cache_after_prefill": int(output.attention_mask.shape[1]),
+        "budget": setup.kept_tokens,
+        "new_tokens": spec.new_tokens,
+    }
+    del output
+
+    # Peak memory: one answer, then one training step.
+    probe = MemoryProbe(spec.device)
+    memory: dict = {"method": probe.method}
+    try:
+        probe.begin()
+        _generate(model, setup.inference, spec.new_tokens)
+        memory["inference_increase_mib"], memory["inference_peak_mib"] = probe.end()
+        memory["resident_before_mib"] = probe.before
+    except OUT_OF_MEMORY as error:
+        errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    try:
+        probe.begin()
+        train_step(model, setup.training)
+        memory["train_increase_mib"], memory["train_peak_mib"] = probe.end()
+    except OUT_OF_MEMORY as error:
+        errors["train"] = f"out of memory: {str(error).splitlines()[0][:200]}"
+        model.zero_grad(set_to_none=True)
+    model.eval()
+    memory["exact"] = probe.exact
+    result["memory"] = memory
+    _release(spec)
+
+    # Answers: vision, time to first token, decode.
+    runs: dict[str, list[float]] = {"vision_s": [], "ttft_s": [], "llm_prefill_s": [], "decode_s": []}
+    if "inference" not in errors:
+        clock = StageClock(model, synchronize)
+        try:
+            for index in range(spec.warmup + spec.repeats):
+                clock.start()
+                generation = _generate(model, setup.inference, spec.new_tokens)
+                if generation.sequences.shape[1] != spec.new_tokens:
+                    raise RuntimeError(f"decoded {generation.sequences.shape[1]} tokens, expected {spec.new_tokens}")
+                if index < spec.warmup:
+                    continue
+                vision = clock.vision_seconds()
+                ttft = generation.timings["vision"] + generation.timings["prefill"]
+                runs["vision_s"].append(vision)
+                runs["ttft_s"].append(ttft)
+                runs["llm_prefill_s"].append(ttft - vision)
+                runs["decode_s"].append(generation.timings["decode"])
+        except OUT_OF_MEMORY as error:
+            errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
+        finally:
+            clock.close()
+    _release(spec)
+
+    # Training: forward with labels + backward, batch of one.
+    runs["train_step_s"] = []
+    if "train" not in errors:
+        model.train()
+        try:
+            for index in range(spec.warmup + spec.repeats):
+                synchronize()
+                started = time.perf_counter()
+                train_step(model, setup.training)
+                synchronize()
+                if index >= spec.warmup:
+                    runs["train_step_s"].append(time.perf_counter() - started)
+        except OUT_OF_MEMORY as error:
+            errors["train"] = f"out of memory: {str(error).splitlines()[0][:200]}"
+            model.zero_grad(set_to_none=True)
+        model.eval()
+    _release(spec)
+
+    batch_size = int(setup.training["input_ids"].shape[0])
+    figures = {name: median(values) for name, values in runs.items()}
+    decode = figures["decode_s"]
+    ttft = figures["ttft_s"]
+    figures["decode_tokens_per_s"] = (spec.new_tokens - 1) / decode if decode else None
+    figures["end_to_end_tokens_per_s"] = spec.new_tokens / (ttft + decode) if decode and ttft else None
+    step = figures["train_step_s"]
+    figures["train_samples_per_s"] = batch_size / step if step else None
+    result["figures"] = figures
+    result["runs"] = runs
+
+    # One profiled answer: where the prefill's time goes.
+    if "inference" not in errors:
+        clock = StageClock(model, synchronize, detailed=True)
+        try:
+            clock.start()
+            generation = _generate(model, setup.inference, spec.new_tokens)
+            stages = prefill_stages(clock.times(), config.text_config.num_hidden_layers, config.its_layer)
+            stages["decode"] = generation.timings["decode"]
+            result["stages_s"] = stages
+        finally:
+            clock.close()
+        if method == "photon-its" and spec.torch_profile:
+            result["torch_profile"] = torch_profile_top(model, setup.inference, spec.device, synchronize)
+    return result
+
+
+def _release(spec: BenchSpec) -> None:
+    gc.collect()
+    if spec.device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def machine_info(device: str) -> dict:
+    """What the numbers were measured on."""
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": _cpu_model(),
+        "cpu_threads_torch": torch.get_num_threads(),
+    }
+    try:
+        import os
+
+        info["cpu_cores_available"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+        try:
+            import flash_attn
+
+            info["flash_attn"] = flash_attn.__version__
+        except ImportError:
+            info["flash_attn"] = None
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
