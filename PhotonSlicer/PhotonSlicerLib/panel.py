@@ -93,3 +93,14 @@ def backend_status_text(state: str, message: str, asking: bool) -> str:
         return "Busy: answering a question."
     prefixes = {"ready": "", "starting": "", "stopped": "", "error": "Error: "}
     return prefixes.get(state, "") + message
+
+
+def server_text(info: Mapping) -> str:
+    """E.g. "photon-s1 on cuda:0"; says so plainly when the server runs the random test model."""
+    model = info.get("model") or {}
+    name = model.get("name") or "Photon"
+    device = model.get("device")
+    text = f"{name} on {device}" if device else str(name)
+    if "random" in str(name):
+        text += " (random test model: its answers are meaningless)"
+    return text

@@ -76,3 +76,14 @@ def most_kept_position_ras(heatmap_node) -> tuple[float, float, float]:
     array = slicer.util.arrayFromVolume(heatmap_node)
     k, j, i = np.unravel_index(int(np.argmax(array)), array.shape)
     return tuple(float(v) for v in (ijk_to_ras_matrix(heatmap_node) @ np.array([i, j, k, 1.0]))[:3])
+
+
+def most_kept_position_world(heatmap_node) -> tuple[float, float, float]:
+    """World RAS position of the most-kept voxel (after the heatmap's parent transforms): where to jump."""
+    position = most_kept_position_ras(heatmap_node)
+    parent = heatmap_node.GetParentTransformNode()
+    if parent is None:
+        return position
+    to_world = vtk.vtkGeneralTransform()
+    parent.GetTransformToWorld(to_world)
+    return tuple(float(v) for v in to_world.TransformPoint(position))

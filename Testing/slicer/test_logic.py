@@ -207,28 +207,6 @@ def test_module_helpers_never_import_torch():
     subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], check=True)
 
 
-def test_module_logic_delegates_to_the_lib_logic(tmp_path):
-    """PhotonSlicer.py imports under slicer-core once the app-only modules it names are stood in for."""
-    code = """
-import sys, types
-sys.path.insert(0, sys.argv[1])
-import slicer
-scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
-             "ScriptedLoadableModuleWidget"):
-    setattr(scripted, name, type(name, (), {"__init__": lambda self, parent=None: None}))
-i18n = types.ModuleType("slicer.i18n")
-i18n.tr = lambda text: text
-sys.modules.update({"slicer.ScriptedLoadableModule": scripted, "slicer.i18n": i18n})
-import PhotonSlicer
-from PhotonSlicerLib.logic import PhotonAskLogic
-logic = PhotonSlicer.PhotonSlicerLogic()
-assert isinstance(logic, PhotonAskLogic) and logic.backend is None
-assert "torch" not in sys.modules
-"""
-    subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], check=True)
-
-
 def test_cancel_from_another_thread_stops_the_question(scene, server):
     node, _ = oblique_volume_node()
     logic = PhotonAskLogic()
