@@ -457,3 +457,15 @@ def test_no_module_file_imports_torch():
         if (imports := torch_imports(path.read_text(encoding="utf-8"), filename=str(path)))
     }
     assert not offenders, f"Slicer-side code must not import torch: {offenders}"
+
+
+def test_screenshot_urls_point_at_committed_pngs(extension_cmake):
+    homepage = cmake_single_value(extension_cmake, "EXTENSION_HOMEPAGE")
+    repository = homepage.removeprefix("https://github.com/")
+    urls = cmake_single_value(extension_cmake, "EXTENSION_SCREENSHOTURLS").split()
+    assert urls
+    for url in urls:
+        match = re.fullmatch(rf"https://raw\.githubusercontent\.com/{re.escape(repository)}/[^/]+/(.+)", url)
+        assert match, f"EXTENSION_SCREENSHOTURLS entries should be raw URLs inside {homepage}: {url}"
+        width, height = png_size(REPOSITORY_ROOT / match.group(1))
+        assert width >= 800 and height >= 500, f"{match.group(1)} is too small to show the module"

@@ -346,3 +346,15 @@ def test_selecting_a_history_row_restores_its_heatmap(scene, server):
     scene.RemoveNode(second.heatmap_node)  # the user deleted it: the row stays, nothing is shown
     assert logic.show_history_row(node, 1) is None
     assert all(view.GetForegroundVolumeID() is None for view in views)
+
+
+def test_connect_check_runs_in_a_background_call_and_explains_failure(server):
+    from PhotonSlicerLib.tasks import BackgroundCall
+
+    good = BackgroundCall(ClientBackend(server.url).check, url=server.url)
+    down_url = f"http://127.0.0.1:{free_port()}"
+    down = BackgroundCall(ClientBackend(down_url).check, url=down_url)
+    assert good.wait(30) and down.wait(30)
+    assert good.result()["api_version"]
+    with pytest.raises(BackendError, match="backend is not running"):
+        down.result()
