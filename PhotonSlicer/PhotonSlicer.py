@@ -215,7 +215,9 @@ class PhotonSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
         if not self._parameterNode.heatmapColor:
             for colorNodeId in display.DEFAULT_COLOR_NODE_IDS:
                 colorNode = slicer.mrmlScene.GetNodeByID(colorNodeId)
