@@ -271,8 +271,8 @@ def run_method(spec: BenchSpec, method: str) -> dict:
         memory["resident_before_mib"] = probe.before
     except OUT_OF_MEMORY as error:
         errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
-    if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if spec.gradient_checkpointing:  # transformers 5.x renamed it; the old name warns
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     model.train()
     try:
         probe.begin()

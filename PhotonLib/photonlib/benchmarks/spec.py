@@ -160,7 +160,6 @@ PRESETS: dict[str, BenchSpec] = {
         new_tokens=4,
         repeats=1,
         warmup=0,
-        isolate=False,
     ),
 }
 
