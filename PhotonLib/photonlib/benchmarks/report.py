@@ -41,7 +41,7 @@ def format_table(report: dict) -> str:
         "",
     ]
     header = ["method", "patches", "vis->LLM", "kept", "vision s", "TTFT s", "decode tok/s", "e2e tok/s",
-              "train smp/s", "mem+ MiB", "train mem+ MiB"]  # fmt: skip
+              "train smp/s", "peak MiB", "mem+ MiB", "train mem+ MiB"]  # fmt: skip
     rows = []
     for method in methods:
         result = report["methods"][method]
@@ -50,20 +50,21 @@ def format_table(report: dict) -> str:
             result["label"], str(tokens["vision_patches"]), str(tokens["visual_entering_llm"]),
             str(tokens["visual_after_pruning"]), _number(figures.get("vision_s")), _number(figures.get("ttft_s")),
             _number(figures.get("decode_tokens_per_s")), _number(figures.get("end_to_end_tokens_per_s")),
-            _number(figures.get("train_samples_per_s")), _number(memory.get("inference_increase_mib")),
+            _number(figures.get("train_samples_per_s")), _number(memory.get("inference_peak_mib")),
+            _number(memory.get("inference_increase_mib")),
             _number(memory.get("train_increase_mib")),
         ])  # fmt: skip
     out += _rows(header, rows)
     if report["ratios"]:
         out += ["", f"ratio to {report['methods'][BASELINE]['label']}: achieved (limit from token counts)"]
-        header = ["method", "TTFT", "LLM prefill", "decode tok/s", "e2e tok/s", "train smp/s", "mem+"]
+        header = ["method", "TTFT", "LLM prefill", "decode tok/s", "e2e tok/s", "train smp/s", "mem+", "peak"]
         rows = []
         for method in methods:
             entries = report["ratios"][method]
             rows.append([report["methods"][method]["label"]] + [
                 _ratio(entries.get(name)) for name in
                 ("ttft_s", "llm_prefill_s", "decode_tokens_per_s", "end_to_end_tokens_per_s", "train_samples_per_s",
-                 "inference_increase_mib")
+                 "inference_increase_mib", "inference_peak_mib")
             ])  # fmt: skip
         out += _rows(header, rows)
     profile = report.get("profile")
@@ -80,7 +81,10 @@ def format_table(report: dict) -> str:
             out.append(f"  top op {op['op']:<48}{op['self_ms']:9.2f} ms {100 * op['share']:5.1f}%  x{op['calls']}")
     for method, overhead in report.get("pruning_overhead", {}).items():
         if method != "photon-its":
-            out.append(f"  {report['methods'][method]['label']} pruning overhead (estimated): {overhead['seconds']:.4f} s")
+            out.append(
+                f"  {report['methods'][method]['label']} pruning overhead (estimated as a difference of medians, "
+                f"noise can make it negative): {overhead['seconds']:.4f} s"
+            )
     errors = {m: r["errors"] for m, r in report["methods"].items() if r.get("errors")}
     for method, problems in errors.items():
         for phase, message in problems.items():

@@ -119,6 +119,13 @@ def assemble(spec: BenchSpec, results: dict[str, dict]) -> dict:
         base = results[BASELINE]
         for method, result in results.items():
             limits = costmodel.limit_ratios(costs[method], costs[BASELINE])
+            # Whole peak: what was resident before (weights, inputs; on a CPU also the runtime) stays,
+            # only the baseline's increase scales with the tokens.
+            memory = base.get("memory", {})
+            if memory.get("inference_peak_mib") and memory.get("inference_increase_mib") is not None:
+                resident = memory["inference_peak_mib"] - memory["inference_increase_mib"]
+                scaled = resident + memory["inference_increase_mib"] * limits["inference_increase_mib"]
+                limits["inference_peak_mib"] = scaled / memory["inference_peak_mib"]
             entries = {}
             for figure, kind in RATIO_FIGURES.items():
                 value, reference = figure_value(result, figure), figure_value(base, figure)
