@@ -361,14 +361,14 @@ def _release(spec: BenchSpec) -> None:
         torch.cuda.empty_cache()
 
 
-def machine_info(device: str) -> dict:
-    """What the numbers were measured on."""
+def machine_info(device: str, threads: int | None = None) -> dict:
+    """What the numbers were measured on (``threads``: the workers' torch threads, None = torch's default)."""
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": _cpu_model(),
-        "cpu_threads_torch": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
     }
     try:
         import os

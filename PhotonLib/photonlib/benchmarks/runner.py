@@ -89,7 +89,7 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None, co
     report = assemble(spec, results)
     report["command"] = command
     report["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    report["machine"] = machine_info(spec.device)
+    report["machine"] = machine_info(spec.device, spec.threads)
     report["elapsed_s"] = time.perf_counter() - started
     return report
 
