@@ -21,6 +21,7 @@ from photonlib.data.phantoms import (
     LABELS,
     LESION_LABEL,
     LESION_ORGANS,
+    LESION_PROFILES,
     MAX_DIAMETER_MM,
     make_case,
     make_phantoms,
@@ -146,6 +147,38 @@ def test_small_cases_are_plausible_and_fast():
     assert orientations >= {"LPS", "RAS"} and oblique >= 1
 
 
+def test_conspicuous_profile_changes_only_the_lesion_and_is_recorded(tmp_path):
+    profile = LESION_PROFILES["conspicuous"]
+    for index in range(8):
+        organ = LESION_ORGANS[index % len(LESION_ORGANS)]
+        realistic, conspicuous = (
+            make_case(21, index, "small", organ),
+            make_case(21, index, "small", organ, profile="conspicuous"),
+        )
+        # Same seed and index: the same anatomy; only the lesion differs.
+        assert conspicuous.facts["organs"] == realistic.facts["organs"]
+        assert conspicuous.facts["geometry"] == realistic.facts["geometry"]
+        lesion = conspicuous.lesion
+        # Too small an organ for a 30 mm lesion falls back to the liver, as the realistic profile does.
+        assert lesion["organ"] in (organ, "liver")
+        assert profile.diameter_mm[0] - 0.1 <= lesion["diameter_mm"] <= profile.max_diameter_mm(lesion["organ"]) + 0.1
+        assert lesion["diameter_mm"] > realistic.lesion["diameter_mm"] or realistic.lesion["diameter_mm"] >= 30
+        if not lesion["organ"].endswith("lung"):
+            assert 150 <= abs(lesion["contrast_hu"]) <= 300
+            inside = conspicuous.labels == LESION_LABEL
+            measured = conspicuous.hu[inside].mean() - lesion["organ_hu"]
+            assert abs(measured - lesion["contrast_hu"]) < 4 * conspicuous.facts["noise_sigma_hu"]
+
+    assert main(["phantoms", "make", str(tmp_path / "set"), "--n", "2", "--seed", "1", "--size", "tiny",
+                 "--lesion-profile", "conspicuous"]) == 0  # fmt: skip
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    assert manifest["parameters"]["lesion_profile"] == {
+        "name": "conspicuous",
+        "diameter_mm": [30.0, 60.0],
+        "contrast_hu": [150, 300],
+    }
+
+
 # ----------------------------------------------------------------------------- questions
 def test_questions_balanced_and_consistent_with_the_cases(tiny_set):
     records = records_of(tiny_set)
@@ -246,6 +279,10 @@ def test_photon_phantoms_make_and_read_back(tmp_path):
         (["--n", "2", "--seed", "-3"], "the seed must be a non-negative integer, got -3"),
         (["--n", "2", "--seed", "1", "--lesion-probability", "1.5"], "the lesion probability must be between 0 and 1"),
         (["--n", "2", "--seed", "1", "--size", "huge"], "unknown phantom size 'huge'; known: small, tiny"),
+        (
+            ["--n", "2", "--seed", "1", "--lesion-profile", "subtle"],
+            "unknown lesion profile 'subtle'; known: realistic, conspicuous",
+        ),
     ],
 )
 def test_photon_phantoms_make_refuses_bad_input(tmp_path, capsys, args, message):

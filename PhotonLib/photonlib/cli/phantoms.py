@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="P",
         help="share of the cases with a lesion, between 0 and 1 (default 0.5)",
     )
+    make.add_argument(
+        "--lesion-profile",
+        default="realistic",
+        metavar="NAME",
+        help="realistic (15-45 mm, 30-80 HU vs the organ; default) or conspicuous (30-60 mm, 150-300 HU)",
+    )
     make.add_argument("--overwrite", action="store_true", help="replace a previous phantom set in OUT")
     make.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     make.set_defaults(run=run)
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         size=args.size,
         lesion_probability=args.lesion_probability,
+        profile=args.lesion_profile,
         overwrite=args.overwrite,
     )
     if args.json:

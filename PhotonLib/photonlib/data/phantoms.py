@@ -23,7 +23,9 @@ own grid, so volume and label map agree whatever the geometry:
   (liver, spleen, a kidney, or a lung nodule), longest diameter 15-45 mm (smaller maxima in
   the smaller organs), 30-80 HU hypo- or hyperdense vs its organ (lung nodules are solid
   soft tissue, so their contrast vs lung is about +850 HU). Its organ, diameter, axes,
-  centre (LPS mm), HU and contrast are recorded.
+  centre (LPS mm), HU and contrast are recorded. That is the ``realistic`` lesion profile (the
+  default); ``conspicuous`` makes them 30-60 mm and 150-300 HU, for models too small to learn
+  subtle lesions (see ``LESION_PROFILES``).
 
 Questions (3D-RAD task families, short templated answers):
 
@@ -87,6 +89,43 @@ MAX_DIAMETER_MM = {
     "left lung": 30.0,
 }
 MIN_DIAMETER_MM = 15.0
+
+
+@dataclass(frozen=True)
+class LesionProfile:
+    """How large and how contrasted lesions are.
+
+    ``diameter_mm`` is the longest-diameter range in the liver; the smaller organs' maxima scale
+    with it (``MAX_DIAMETER_MM``). ``contrast_hu`` is the range of |lesion - organ| HU in solid
+    organs; lung nodules are always solid soft tissue in aerated lung, whatever the profile.
+    """
+
+    name: str
+    diameter_mm: tuple[float, float]
+    contrast_hu: tuple[int, int]
+
+    def max_diameter_mm(self, organ: str) -> float:
+        return MAX_DIAMETER_MM[organ] * self.diameter_mm[1] / MAX_DIAMETER_MM["liver"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "diameter_mm": list(self.diameter_mm), "contrast_hu": list(self.contrast_hu)}
+
+
+LESION_PROFILES = {
+    # Lesions a radiologist sees at once on a CT, but that fill under 4 % of a 91 mm model token.
+    "realistic": LesionProfile("realistic", (MIN_DIAMETER_MM, MAX_DIAMETER_MM["liver"]), (30, 80)),
+    # Larger and brighter (cyst- or calcification-like): what a tiny model trained from scratch on
+    # a CPU can learn to see (docs/training.md).
+    "conspicuous": LesionProfile("conspicuous", (30.0, 60.0), (150, 300)),
+}
+
+
+def lesion_profile(name: str) -> LesionProfile:
+    try:
+        return LESION_PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown lesion profile {name!r}; known: {', '.join(LESION_PROFILES)}") from None
+
 
 EXISTENCE_TASK = "Existence Detection"
 ORGAN_TASK = "Lesion Localization"
@@ -349,7 +388,9 @@ def _dilated(mask: np.ndarray) -> np.ndarray:
     return grown
 
 
-def _place_lesion(x, y, z, labels, geometry, organ: str, organs, rng, min_diameter: float) -> dict[str, Any] | None:
+def _place_lesion(
+    x, y, z, labels, geometry, organ: str, organs, rng, min_diameter: float, max_diameter: float
+) -> dict[str, Any] | None:
     """Pick an ellipsoid inside ``organ`` with a rim of organ voxels all round it (and inside the
     grid), paint its label and return its facts; None when the organ, as cut by the field of
     view, has no room for one."""
@@ -359,7 +400,7 @@ def _place_lesion(x, y, z, labels, geometry, organ: str, organs, rng, min_diamet
     organ_radii = np.array(organ_facts["radii_mm"])
     linear_inverse = np.abs(np.linalg.inv(geometry.ijk_to_lps[:3, :3]))
     size = np.array(geometry.size)
-    diameter = float(rng.uniform(min_diameter, max(min_diameter, MAX_DIAMETER_MM[organ])))
+    diameter = float(rng.uniform(min_diameter, max(min_diameter, max_diameter)))
     for _attempt in range(12):
         radii = diameter / 2 * np.concatenate([[1.0], rng.uniform(0.8, 1.0, size=2)])
         radii = rng.permutation(radii)
@@ -393,9 +434,15 @@ def _place_lesion(x, y, z, labels, geometry, organ: str, organs, rng, min_diamet
 
 
 def make_case(
-    seed: int, index: int, size: str = "small", lesion_organ: str | None = None, case_id: str | None = None
+    seed: int,
+    index: int,
+    size: str = "small",
+    lesion_organ: str | None = None,
+    case_id: str | None = None,
+    profile: str = "realistic",
 ) -> PhantomCase:
-    """Generate one case in memory (deterministic in ``seed`` and ``index``)."""
+    """Generate one case in memory (deterministic in ``seed``, ``index`` and ``profile``)."""
+    lesions = lesion_profile(profile)
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; known: {', '.join(SIZES)}")
     if lesion_organ is not None and lesion_organ not in LESION_ORGANS:
@@ -407,10 +454,12 @@ def make_case(
     hu, labels, organs, phase = _anatomy(x, y, z, geometry.center_lps, rng)
     lesion = None
     if lesion_organ is not None:
-        min_diameter = max(MIN_DIAMETER_MM, 2.0 * max(geometry.spacing))
-        # An organ mostly outside the field of view may have no room: the liver always has.
+        min_diameter = max(lesions.diameter_mm[0], 2.0 * max(geometry.spacing))
+        # An organ mostly outside the field of view (or too small for the profile's lesions) may
+        # have no room: the liver always has.
         for organ in dict.fromkeys([lesion_organ, "liver"]):
-            lesion = _place_lesion(x, y, z, labels, geometry, organ, organs, rng, min_diameter)
+            max_diameter = lesions.max_diameter_mm(organ)
+            lesion = _place_lesion(x, y, z, labels, geometry, organ, organs, rng, min_diameter, max_diameter)
             if lesion is not None:
                 lesion_organ = organ
                 break
@@ -420,7 +469,7 @@ def make_case(
         if lesion_organ.endswith("lung"):
             lesion_hu = _integer(rng, -10, 60)  # a solid nodule: soft tissue in aerated lung
         else:
-            lesion_hu = organ_hu + int(rng.choice([-1, 1])) * _integer(rng, 30, 80)
+            lesion_hu = organ_hu + int(rng.choice([-1, 1])) * _integer(rng, *lesions.contrast_hu)
         hu[labels == LESION_LABEL] = lesion_hu
         lesion.update(
             organ_hu=organ_hu,
@@ -533,6 +582,7 @@ def make_phantoms(
     *,
     size: str = "small",
     lesion_probability: float = 0.5,
+    profile: str = "realistic",
     overwrite: bool = False,
 ) -> PhantomDataset:
     """Write ``n`` phantom cases, their label maps, ``phantoms.jsonl`` and ``manifest.json``.
@@ -545,6 +595,7 @@ def make_phantoms(
 
     _check_parameters(n, size, lesion_probability)
     _seed_sequence(seed)
+    lesions = lesion_profile(profile)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
@@ -567,7 +618,7 @@ def make_phantoms(
     existence = {"Yes": 0, "No": 0}
     for plan in plans:
         case_id = f"case_{plan.index:0{width}d}"
-        case = make_case(seed, plan.index, size, plan.lesion_organ, case_id)
+        case = make_case(seed, plan.index, size, plan.lesion_organ, case_id, profile)
         volume_path = f"volumes/{case_id}.nii.gz"
         mask_path = f"masks/{case_id}_labels.nii.gz"
         write_volume(out / volume_path, case.hu, case.geometry)
@@ -587,7 +638,12 @@ def make_phantoms(
         "photonlib_version": __version__,
         "seed": int(seed),
         "n": int(n),
-        "parameters": {"size": size, "lesion_probability": float(lesion_probability), **SIZES[size].__dict__},
+        "parameters": {
+            "size": size,
+            "lesion_probability": float(lesion_probability),
+            **SIZES[size].__dict__,
+            "lesion_profile": lesions.to_dict(),
+        },
         "labels": LABELS,
         "questions_file": "phantoms.jsonl",
         "counts": {
