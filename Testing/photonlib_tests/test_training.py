@@ -91,6 +91,102 @@ def test_stage_one_trains_only_the_patch_embedding(tmp_path, dataset):
     assert changed == {"model.visual.patch_embed.proj.weight"}
 
 
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> Path:
+    """Six conspicuous-lesion phantoms (three with a lesion) with their label maps."""
+    from photonlib.data.phantoms import make_phantoms
+
+    return make_phantoms(tmp_path_factory.mktemp("phantoms"), 6, seed=3, profile="conspicuous").jsonl
+
+
+def warmup_recipe(phantoms: Path, output: Path, *extra: str):
+    return load_train_config(
+        None,
+        [
+            "stage=0", "model.init=preset:tiny", "model.tokenizer=compact", "model.compact_vocab_size=300",
+            "data.kind=phantoms", f"data.path={phantoms}", "data.preprocess=small", f"output_dir={output}",
+            "max_steps=3", "batch_size=2", "vision_learning_rate=1e-3", "patch_embedding_learning_rate=1e-4", *extra,
+        ],
+    )  # fmt: skip
+
+
+def test_token_lesion_labels_lie_on_the_lesion(phantoms):
+    """The warm-up's labels, in the tower's token order, mark the token holding the lesion centre
+    (through the model's own field of view, resampling and flip) and few others."""
+    from photonlib.data import load_dataset
+    from photonlib.model import PhotonConfig
+    from photonlib.training.loop import TrainingExample
+    from photonlib.training.vision_warmup import token_lesion_labels, warmup_volumes
+    from photonlib.volume import PreprocessConfig, prepare_volume, read_volume
+
+    samples = load_dataset("phantoms", phantoms).samples
+    volumes = warmup_volumes([TrainingExample.from_sample(sample) for sample in samples])
+    lesions = {Path(sample.volume): sample.extra["lesion"] for sample in samples}
+    preprocess = PreprocessConfig.preset("small")
+    config = PhotonConfig.from_preset("demo")
+    grid = config.token_grid(preprocess.model_grid)
+    assert grid == (8, 8, 8)
+    checked = 0
+    for entry in volumes:
+        labels = token_lesion_labels(entry, preprocess, grid, 0.05)
+        if entry.lesion_label is None:
+            assert not labels.any()
+            continue
+        prepared = prepare_volume(read_volume(entry.volume), preprocess)
+        i, j, k = prepared.geometry.lps_to_index(np.array([lesions[entry.volume]["centre_lps_mm"]]))[0]
+        cells = [n // g for n, g in zip(preprocess.model_grid, grid)]  # model voxels per token along (D, H, W)
+        t, h, w = (int(round(index)) // cell for index, cell in zip((k, j, i), cells))
+        assert labels[(t * grid[1] + h) * grid[2] + w], entry.volume.name
+        diameter_tokens = lesions[entry.volume]["diameter_mm"] / 45 + 2  # tokens are about 45 mm wide
+        assert 1 <= labels.sum() <= diameter_tokens**3
+        checked += 1
+    assert checked == 3
+
+
+def test_vision_warmup_trains_only_the_tower_and_resumes_exactly(tmp_path, phantoms):
+    from accelerate.utils import set_seed
+
+    from photonlib.training.loop import WARMUP_HEAD_FILE, build_model, load_examples
+
+    config = warmup_recipe(phantoms, tmp_path / "straight")
+    set_seed(config.seed)
+    before = build_model(config, load_examples(config))[0].state_dict()
+    straight = train(config)
+    after = PhotonForConditionalGeneration.from_pretrained(straight.final_model).state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("model.visual.") for name in changed)
+    assert "model.visual.patch_embed.proj.weight" in changed
+    assert (tmp_path / "straight" / WARMUP_HEAD_FILE).is_file()
+
+    interrupted = warmup_recipe(phantoms, tmp_path / "resumed", "save_every=2")
+    train(interrupted)
+    resumed = train(interrupted, resume=tmp_path / "resumed" / "checkpoints" / "step-0000002")
+    second = PhotonForConditionalGeneration.from_pretrained(resumed.final_model).state_dict()
+    for name, tensor in after.items():
+        assert torch.equal(tensor, second[name]), name
+
+
+def test_vision_warmup_refuses_data_without_label_maps(tmp_path, dataset):
+    config = load_train_config(
+        None, ["stage=0", "model.init=preset:tiny", f"data.path={dataset}", "data.preprocess=tiny", f"output_dir={tmp_path}"]
+    )
+    with pytest.raises(ValueError, match="needs label maps"):
+        train(config)
+
+
+def test_stage_two_with_a_frozen_tower_leaves_it_as_initialised(tmp_path, dataset):
+    config = recipe(dataset, tmp_path / "frozen", "freeze_vision=true", "max_steps=2")
+    from accelerate.utils import set_seed
+
+    from photonlib.training.loop import build_model, load_examples
+
+    set_seed(config.seed)
+    before = build_model(config, load_examples(config))[0].state_dict()
+    after = PhotonForConditionalGeneration.from_pretrained(train(config).final_model).state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and not any(name.startswith("model.visual.") for name in changed)
+
+
 def test_pruning_schedule_by_fraction_and_by_step():
     schedule = PruningSchedule(soft_from=0.3, hard_from=0.6)
     assert [schedule.mode_at(step, 10) for step in (0, 2, 3, 5, 6, 9)] == ["none", "none", "soft", "soft", "hard", "hard"]
@@ -115,6 +211,8 @@ def test_example_recipes_parse():
         (["pruning.soon=1"], "unknown setting"),
         (["learning_rate=fast"], "must be a number"),
         (["no-equals-sign"], "key=value"),
+        (["stage=1", "freeze_vision=true"], "stage 2 only"),
+        (["vision_warmup.lesion_fraction=0"], "lesion_fraction"),
     ],
 )
 def test_bad_recipes_are_refused(overrides, message):

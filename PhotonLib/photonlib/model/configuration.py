@@ -180,9 +180,16 @@ _PRESETS = {
         "tie_word_embeddings": True,
     },
     # The phantom demo model shipped with the package (trained here on a CPU; with a compact
-    # tokenizer its vocabulary is small, see photonlib.model.tokenizer).
+    # tokenizer its vocabulary is small, see photonlib.model.tokenizer). Patches of 7^3 voxels,
+    # not Photon's 14^3: on the small grid (56 x 112 x 112) that is 512 tokens of about 45 mm
+    # rather than 64 of 91 mm, and a from-scratch tower only learns to see a phantom lesion in
+    # the finer tokens (docs/training.md, "Session 3").
     "demo": lambda: {
-        "vision_config": _vision(depth=2, hidden=64, heads=2, intermediate=128, out=128, full_attention=[1]),
+        "vision_config": {
+            **_vision(depth=2, hidden=64, heads=2, intermediate=128, out=128, full_attention=[1]),
+            "patch_size": 7,
+            "temporal_patch_size": 7,
+        },
         "text_config": _text(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=352, mrope=[4, 6, 6]),
         "tie_word_embeddings": True,
         "its_layer": 1,

@@ -60,8 +60,11 @@ class PruningSchedule:
 
     soft_from: float = 0.3
     hard_from: float = 0.6
+    enabled: bool = True  # False: never prune, and save the model unpruned (the no-pruning reference)
 
     def mode_at(self, step: int, max_steps: int) -> str:
+        if not self.enabled:
+            return "none"
         if step >= _as_step(self.hard_from, max_steps):
             return "hard"
         if step >= _as_step(self.soft_from, max_steps):
@@ -79,8 +82,18 @@ class BandLoss:
 
 
 @dataclass
+class VisionWarmupSettings:
+    """Stage 0 (see photonlib.training.vision_warmup): per-token lesion labels from label maps."""
+
+    lesion_fraction: float = 0.05  # a token is lesion when one of its model voxels is at least this much lesion
+    positive_weight: float | None = None  # weight of lesion tokens in the loss (None: from the data)
+
+
+@dataclass
 class TrainConfig:
-    stage: int = 2  # 1: align the 3D patch embedding only; 2: everything, with ITS + SGP
+    # 0: vision warm-up on label maps (not Photon's recipe: for towers trained from scratch, see
+    # photonlib.training.vision_warmup); 1: align the 3D patch embedding only; 2: everything, with ITS + SGP
+    stage: int = 2
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     output_dir: str = "runs/photon"
@@ -89,8 +102,11 @@ class TrainConfig:
     batch_size: int = 2
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-5  # language model (stage 2) / patch embedding (stage 1)
-    vision_learning_rate: float | None = 5e-6  # vision tower in stage 2 (None: same as learning_rate)
+    vision_learning_rate: float | None = 5e-6  # vision tower in stages 0 and 2, and the warm-up head (None: learning_rate)
     scheduler_learning_rate: float | None = None  # ITS threshold MLP (None: same as learning_rate)
+    # Stages 0 and 2: the 3D patch embedding at its own rate (None: with the rest of the tower)
+    patch_embedding_learning_rate: float | None = None
+    freeze_vision: bool = False  # stage 2: keep the vision tower as initialised (e.g. after a warm-up)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
@@ -98,6 +114,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     pruning: PruningSchedule = field(default_factory=PruningSchedule)
     band_loss: BandLoss = field(default_factory=BandLoss)
+    vision_warmup: VisionWarmupSettings = field(default_factory=VisionWarmupSettings)
     robustness_probability: float = 0.0  # share of samples perturbed (entropy loss instead of CE)
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     log_every: int = 10
@@ -105,8 +122,12 @@ class TrainConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.stage not in (1, 2):
-            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.stage not in (0, 1, 2):
+            raise ValueError(f"stage must be 0 (vision warm-up), 1 or 2, got {self.stage}")
+        if self.freeze_vision and self.stage != 2:
+            raise ValueError("freeze_vision applies to stage 2 only (stage 0 trains the tower, stage 1 its patch embedding)")
+        if not 0 < self.vision_warmup.lesion_fraction <= 1:
+            raise ValueError("vision_warmup.lesion_fraction must be in (0, 1]")
         if self.max_steps < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be at least 1")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
@@ -186,4 +207,5 @@ _NESTED = {
     (TrainConfig, "data"): DataSettings,
     (TrainConfig, "pruning"): PruningSchedule,
     (TrainConfig, "band_loss"): BandLoss,
+    (TrainConfig, "vision_warmup"): VisionWarmupSettings,
 }

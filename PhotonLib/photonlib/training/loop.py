@@ -34,11 +34,20 @@ from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, Photon
 from photonlib.model.pruning.sgp import gather_positions
 from photonlib.model.tokenizer import token_id_settings, train_compact_tokenizer
 from photonlib.training.config import TrainConfig, config_to_dict
+from photonlib.training.vision_warmup import (
+    VisionWarmup,
+    positive_weight,
+    token_lesion_labels,
+    warmup_batch,
+    warmup_loss,
+    warmup_volumes,
+)
 from photonlib.volume import PreprocessConfig, prepare_volume, read_volume
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 STATE_FILE = "trainer_state.json"
+WARMUP_HEAD_FILE = "vision-warmup-lesion-head.pt"
 
 
 # ----------------------------------------------------------------------------- model
@@ -79,26 +88,41 @@ def preprocess_settings(config: TrainConfig) -> PreprocessConfig:
     return dataclasses.replace(PreprocessConfig.preset(config.data.preprocess), **overrides)
 
 
-def parameter_groups(model: PhotonForConditionalGeneration, config: TrainConfig) -> list[dict]:
-    """Stage 1: only the 3D patch embedding learns. Stage 2: all, vision and ITS at their own rates."""
+def parameter_groups(model: PhotonForConditionalGeneration, config: TrainConfig, extra_vision: Sequence[torch.nn.Parameter] = ()) -> list[dict]:
+    """Which parameters learn, and at which rate.
+
+    Stage 0: the vision tower (and ``extra_vision``, the warm-up's lesion head). Stage 1: only the
+    3D patch embedding. Stage 2: all (the tower unless ``freeze_vision``), vision and ITS at
+    their own rates. ``patch_embedding_learning_rate`` gives the patch embedding its own group.
+    """
     patch_embedding = set(model.model.visual.patch_embed.parameters())
     vision = set(model.model.visual.parameters())
     scheduler = set(model.model.language_model.token_scheduler.parameters())
-    groups: dict[str, list[torch.nn.Parameter]] = {"language": [], "vision": [], "scheduler": []}
+    separate_patch_embedding = config.stage != 1 and config.patch_embedding_learning_rate is not None
+    groups: dict[str, list[torch.nn.Parameter]] = {"language": [], "vision": [], "patch_embedding": [], "scheduler": []}
     for parameter in model.parameters():
-        trainable = parameter in patch_embedding if config.stage == 1 else True
+        if config.stage == 0:
+            trainable = parameter in vision
+        elif config.stage == 1:
+            trainable = parameter in patch_embedding
+        else:
+            trainable = not (config.freeze_vision and parameter in vision)
         parameter.requires_grad_(trainable)
         if not trainable:
             continue
         if parameter in scheduler:
             groups["scheduler"].append(parameter)
+        elif parameter in patch_embedding and separate_patch_embedding:
+            groups["patch_embedding"].append(parameter)
         elif parameter in vision:
             groups["vision"].append(parameter)
         else:
             groups["language"].append(parameter)
+    groups["vision"].extend(extra_vision)
     rates = {
         "language": config.learning_rate,
         "vision": config.learning_rate if config.stage == 1 else (config.vision_learning_rate or config.learning_rate),
+        "patch_embedding": config.patch_embedding_learning_rate,
         "scheduler": config.scheduler_learning_rate or config.learning_rate,
     }
     return [
@@ -114,6 +138,14 @@ class TrainingExample:
     volume: Path
     question: str
     answer: str
+    mask: Path | None = None  # label map (phantoms: extra.mask_path), used by the vision warm-up
+    lesion_label: int | None = None  # the lesion's value in the label map; None: no lesion
+
+    @classmethod
+    def from_sample(cls, sample) -> TrainingExample:
+        """From a dataset reader's VQASample."""
+        mask = sample.extra.get("mask_path")
+        return cls(Path(sample.volume), sample.question, sample.answer, Path(mask) if mask else None, sample.extra.get("lesion_label"))
 
 
 class PreparedVolumeCache:
@@ -147,7 +179,7 @@ def load_examples(config: TrainConfig) -> list[TrainingExample]:
     report = load_dataset(config.data.kind, config.data.path, volume_root=config.data.volume_root, on_error=config.data.on_error)
     if report.problems:
         logger.warning(report.summary())
-    examples = [TrainingExample(Path(s.volume), s.question, s.answer) for s in report.samples]
+    examples = [TrainingExample.from_sample(sample) for sample in report.samples]
     if config.data.max_samples:
         examples = examples[: config.data.max_samples]
     if not examples:
@@ -254,10 +286,23 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             cache.array(path)
     accelerator.wait_for_everyone()
 
-    optimizer = torch.optim.AdamW(parameter_groups(model, config))
+    # Stage 0 steps over volumes (with their token labels), stages 1 and 2 over questions.
+    warmup = VisionWarmup(model) if config.stage == 0 else None
+    items: Sequence = examples
+    if warmup is not None:
+        items = warmup_volumes(examples)
+        token_grid = model.config.token_grid(processor.preprocess.model_grid)
+        labels = [
+            token_lesion_labels(item, processor.preprocess, token_grid, config.vision_warmup.lesion_fraction)
+            for item in tqdm(items, desc="token labels", disable=not accelerator.is_local_main_process)
+        ]
+        token_labels = dict(zip((item.volume for item in items), labels))
+        lesion_weight = config.vision_warmup.positive_weight or positive_weight(np.stack(labels))
+    trained = warmup if warmup is not None else model
+
+    optimizer = torch.optim.AdamW(parameter_groups(model, config, list(warmup.head.parameters()) if warmup else ()))
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    inner: PhotonForConditionalGeneration = accelerator.unwrap_model(model)
+    trained, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
     if config.tensorboard:
         accelerator.init_trackers("photon", config={"stage": config.stage, "max_steps": config.max_steps})
 
@@ -269,35 +314,42 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         accelerator.load_state(str(folder))
         start_step = json.loads((folder / STATE_FILE).read_text())["step"]
 
-    model.train()
+    trained.train()
     progress = tqdm(total=config.max_steps, initial=start_step, disable=not accelerator.is_local_main_process, desc="training")
     started, samples_seen, last_loss, keep_ratios = time.perf_counter(), 0, float("nan"), []
     for step in range(start_step, config.max_steps):
-        inner.config.pruning_mode = config.pruning.mode_at(step, config.max_steps) if config.stage == 2 else "none"
+        model.config.pruning_mode = config.pruning.mode_at(step, config.max_steps) if config.stage == 2 else "none"
         step_loss = 0.0
         for micro_step in range(config.gradient_accumulation_steps):
-            indices = batch_indices(step, micro_step, len(examples), config, accelerator.process_index, accelerator.num_processes)
-            batch, perturbed = _collate(processor, cache, [examples[i] for i in indices], config, step, micro_step)
-            with accelerator.accumulate(model):
-                output = model(**{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"})
-                loss = answer_losses(output.logits, batch["labels"].to(accelerator.device), output.kept_positions, perturbed.to(accelerator.device))
-                band = band_loss(output.keep_probability, config)
-                if band is not None:
-                    loss = loss + band
+            indices = batch_indices(step, micro_step, len(items), config, accelerator.process_index, accelerator.num_processes)
+            batch_items = [items[i] for i in indices]
+            with accelerator.accumulate(trained):
+                if warmup is not None:
+                    batch = warmup_batch(processor, [cache.array(item.volume) for item in batch_items])
+                    logits = trained(**{k: v.to(accelerator.device) for k, v in batch.items()})
+                    targets = torch.from_numpy(np.stack([token_labels[item.volume] for item in batch_items]))
+                    loss = warmup_loss(logits, targets.to(accelerator.device), lesion_weight)
+                else:
+                    batch, perturbed = _collate(processor, cache, batch_items, config, step, micro_step)
+                    output = trained(**{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"})
+                    loss = answer_losses(output.logits, batch["labels"].to(accelerator.device), output.kept_positions, perturbed.to(accelerator.device))
+                    band = band_loss(output.keep_probability, config)
+                    if band is not None:
+                        loss = loss + band
+                    if output.keep_probability is not None:
+                        keep_ratios.append(float(output.keep_mask.float().mean()))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    accelerator.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             step_loss += float(loss.detach()) / config.gradient_accumulation_steps
-            if output.keep_probability is not None:
-                keep_ratios.append(float(output.keep_mask.float().mean()))
             samples_seen += len(indices) * accelerator.num_processes
         last_loss = step_loss
         throughput = samples_seen / max(time.perf_counter() - started, 1e-9)
         keep = keep_ratios[-1] if keep_ratios else float("nan")
-        progress.set_postfix(loss=f"{step_loss:.3f}", keep=f"{keep:.2f}", mode=inner.config.pruning_mode, samples_s=f"{throughput:.2f}")
+        progress.set_postfix(loss=f"{step_loss:.3f}", keep=f"{keep:.2f}", mode=model.config.pruning_mode, samples_s=f"{throughput:.2f}")
         progress.update(1)
         if config.tensorboard and (step + 1) % max(config.log_every, 1) == 0:
             accelerator.log({"loss": step_loss, "keep_ratio": keep, "samples_per_second": throughput}, step=step + 1)
@@ -307,9 +359,15 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 
     save_checkpoint(accelerator, config, config.max_steps)
     final = Path(config.output_dir) / "final"
-    inner.config.pruning_mode = "hard" if config.stage == 2 else inner.config.pruning_mode
+    if config.stage == 2:  # saved as it will run: pruned, unless this run never pruned
+        model.config.pruning_mode = "hard" if config.pruning.enabled else "none"
+    # The whole Photon model; FSDP shards are gathered (a collective: every process calls it). Stage 0
+    # trains a wrapper around the tower: its Photon model is saved as is, the lesion head left behind.
+    state_dict = accelerator.get_state_dict(trained) if warmup is None else None
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(final, is_main_process=True, save_function=accelerator.save)
+        model.save_pretrained(final, state_dict=state_dict, is_main_process=True, save_function=accelerator.save)
+        if warmup is not None:  # kept for diagnostics (scripts/vision_warmup_report.py), not part of the model
+            torch.save(warmup.head.state_dict(), Path(config.output_dir) / WARMUP_HEAD_FILE)
         processor.save_pretrained(final)
     accelerator.wait_for_everyone()
     if config.tensorboard:
