@@ -95,6 +95,9 @@ def backend_status_text(state: str, message: str, asking: bool) -> str:
     return prefixes.get(state, "") + message
 
 
+DEMO_MODEL_NAME = "photon-demo"
+
+
 def server_text(info: Mapping) -> str:
     """E.g. "photon-s1 on cuda:0"; says so plainly when the server runs the random test model."""
     model = info.get("model") or {}
@@ -103,4 +106,6 @@ def server_text(info: Mapping) -> str:
     text = f"{name} on {device}" if device else str(name)
     if "random" in str(name):
         text += " (random test model: its answers are meaningless)"
+    elif name == DEMO_MODEL_NAME:  # the model shipped with photonlib, trained on synthetic phantoms
+        text += " (demo model trained on synthetic phantoms: not for real scans)"
     return text

@@ -47,3 +47,21 @@ def test_ask_refuses_bad_input_with_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"photon ask: error: {tmp_path / 'missing.nrrd'}: no such file or folder"
+
+
+def test_tokens_kept_counts_what_the_language_model_used():
+    """ITS scores in every mode but drops only in hard mode: without dropping, every token was used."""
+    from photonlib.inference import PhotonEngine
+    from photonlib.inference.engine import random_tiny_model
+
+    geometry = VolumeGeometry((40, 40, 20), (3.0, 3.0, 6.0), (0.0, 0.0, 0.0), np.eye(3))
+    volume, _ = ct_with_sphere(geometry, geometry.center_lps, 15.0)
+    counts = {}
+    for mode in ("hard", "soft", "none"):
+        model, processor = random_tiny_model()
+        model.config.pruning_mode = mode
+        engine = PhotonEngine(model, processor, "tiny", "cpu")
+        answer = engine.ask(engine.prepare(volume), "Is there a lesion?", max_new_tokens=2)
+        counts[mode] = (answer.tokens_kept, answer.tokens_total, answer.keep_probability.max() <= 1)
+    assert counts["hard"][0] < counts["hard"][1]
+    assert counts["soft"][0] == counts["soft"][1] and counts["none"][0] == counts["none"][1]

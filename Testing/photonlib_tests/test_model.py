@@ -204,6 +204,38 @@ def test_pruned_generate_equals_reference_decode(model, processor):
     assert torch.equal(generation.sequences, reference.argmax(dim=-1))
 
 
+def teacher_forced_answer_logits(model, batch, answer: torch.Tensor, answer_sees_dropped: bool) -> torch.Tensor:
+    """Logits predicting each answer token from one forward over prompt + answer (as training runs)."""
+    prompt_length = batch["input_ids"].shape[1]
+    input_ids = torch.cat([batch["input_ids"], answer], dim=1)
+    answer_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    answer_mask[:, prompt_length:] = True
+    model.config.its_answer_sees_dropped = answer_sees_dropped
+    try:
+        with torch.no_grad():
+            output = model(
+                input_ids, torch.ones_like(input_ids), pixel_values=batch["pixel_values"],
+                video_grid_thw=batch["video_grid_thw"], answer_mask=answer_mask,
+            )  # fmt: skip
+    finally:
+        model.config.its_answer_sees_dropped = False
+    answer_slots = output.logits.shape[1] - answer.shape[1]  # the kept sequence ends with the answer
+    return output.logits[:, answer_slots - 1 : -1]
+
+
+def test_teacher_forcing_under_hard_pruning_computes_what_decoding_does(model, processor):
+    """Decoding's cache has lost the dropped tokens in every layer, so a training forward must hide
+    them from the answer in layers 0..k too; the released way (answer sees them) computes otherwise."""
+    batch = processor([phantom_volume()], [QUESTION_A])
+    generation = model.generate(**batch, max_new_tokens=6, output_logits=True, eos_token_id=-1)
+    assert generation.keep_mask.sum() < 64, "the test needs pruning to happen"
+    forced = teacher_forced_answer_logits(model, batch, generation.sequences, answer_sees_dropped=False)
+    torch.testing.assert_close(forced, generation.logits, rtol=1e-4, atol=1e-4)
+    released = teacher_forced_answer_logits(model, batch, generation.sequences, answer_sees_dropped=True)
+    torch.testing.assert_close(released[:, 0], generation.logits[:, 0], rtol=1e-4, atol=1e-4)  # the prompt's own
+    assert (released[:, 1:] - generation.logits[:, 1:]).abs().max() > 1e-3
+
+
 def test_batch_with_different_kept_counts_equals_each_sample_alone(model, processor):
     volumes = [phantom_volume(1), phantom_volume(2)]
     questions = [QUESTION_A, QUESTION_B]

@@ -196,6 +196,8 @@ def test_backend_status_in_words():
     info = {"model": {"name": "photon-tiny-random", "device": "cpu"}}
     assert panel.server_text(info).startswith("photon-tiny-random on cpu (random test model")
     assert panel.server_text({"model": {"name": "photon-s1", "device": "cuda:0"}}) == "photon-s1 on cuda:0"
+    demo = panel.server_text({"model": {"name": "photon-demo", "device": "cpu"}})
+    assert demo.startswith("photon-demo on cpu (demo model") and "synthetic phantoms" in demo
 
 
 # ------------------------------------------------------------------------------ jump target

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         engine, samples, run_name=name, max_new_tokens=args.max_new_tokens,
         bertscore_model=args.bertscore_model, compute_bertscore=not args.no_bertscore,
     )  # fmt: skip
-    json_path, markdown_path = write_outputs(run_result, args.out)
+    json_path, markdown_path, predictions_path = write_outputs(run_result, args.out)
     print(run_result.table)
-    print(json.dumps({"results": str(json_path), "table": str(markdown_path), "questions": len(samples), "skipped_rows": len(report.problems)}))
+    print(json.dumps({"results": str(json_path), "table": str(markdown_path), "predictions": str(predictions_path), "questions": len(samples), "skipped_rows": len(report.problems)}))
     return 0

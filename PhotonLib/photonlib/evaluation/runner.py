@@ -7,6 +7,7 @@ masks), grounding: the fraction of the lesion's voxels that lie in kept tokens.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class EvaluationRun:
     results: dict[str, Any]
     records: list[EvalRecord]
     table: str
+    predictions: list[dict[str, Any]]  # one per question: what was asked, answered and kept
 
 
 def lesion_grounding(answer, case, sample) -> float | None:
@@ -62,6 +64,7 @@ def evaluate(
     from photonlib.volume import read_volume
 
     records: list[EvalRecord] = []
+    predictions: list[dict[str, Any]] = []
     by_volume: dict[Path, list] = {}
     for sample in samples:
         by_volume.setdefault(Path(sample.volume), []).append(sample)
@@ -74,26 +77,35 @@ def evaluate(
             # The first question pays for preprocessing and the vision tower; later ones do not.
             latency = answer.timings["total"] if first else answer.timings["total"] - case.timings.get("preprocess", 0) - case.timings.get("vision", 0)
             first = False
-            records.append(
-                EvalRecord.from_sample(
-                    sample,
-                    answer.answer,
-                    tokens_kept=answer.tokens_kept,
-                    tokens_total=answer.tokens_total,
-                    latency_s=latency,
-                    grounding=lesion_grounding(answer, case, sample),
-                )
+            record = EvalRecord.from_sample(
+                sample,
+                answer.answer,
+                tokens_kept=answer.tokens_kept,
+                tokens_total=answer.tokens_total,
+                latency_s=latency,
+                grounding=lesion_grounding(answer, case, sample),
             )
+            records.append(record)
+            predictions.append(
+                {
+                    "volume": str(volume_path), "task": record.task, "question": sample.question,
+                    "reference": sample.answer, "prediction": answer.answer, "tokens_kept": answer.tokens_kept,
+                    "tokens_total": answer.tokens_total, "grounding": record.grounding,
+                }
+            )  # fmt: skip
             done += 1
             if progress is not None:
                 progress(done, len(samples))
     results = build_results(records, run_name=run_name, bertscore_model=bertscore_model, compute_bertscore=compute_bertscore)
-    return EvaluationRun(results=results, records=records, table=markdown_table([results]))
+    return EvaluationRun(results=results, records=records, table=markdown_table([results]), predictions=predictions)
 
 
-def write_outputs(run: EvaluationRun, out: Path) -> tuple[Path, Path]:
-    """results.json and, beside it, results.md (the Table-1 shaped Markdown)."""
+def write_outputs(run: EvaluationRun, out: Path) -> tuple[Path, Path, Path]:
+    """results.json and, beside it, results.md (the Table-1 shaped Markdown) and
+    results.predictions.jsonl (every question with its answer, for looking at the errors)."""
     json_path = save_results(run.results, out)
     markdown_path = out.with_suffix(".md")
     markdown_path.write_text(run.table + "\n")
-    return json_path, markdown_path
+    predictions_path = out.with_suffix(".predictions.jsonl")
+    predictions_path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in run.predictions))
+    return json_path, markdown_path, predictions_path

@@ -162,6 +162,8 @@ class PhotonEngine:
             )
         if generation.keep_probability is not None:
             probability, keep = (t.float().cpu().numpy() for t in generation.token_maps(0))
+            if self.model.pruner.stage == "language" and self.model.config.pruning_mode != "hard":
+                keep = np.ones_like(keep)  # scored but not dropped: the language model used every token
         else:  # nothing was scored (e.g. a pruner that keeps everything): every token was kept
             shape = tuple(int(v) for v in self.model.token_grids(case.video_grid_thw)[0])
             probability, keep = np.ones(shape, np.float32), np.ones(shape, bool)

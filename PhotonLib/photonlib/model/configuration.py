@@ -45,6 +45,7 @@ class PhotonConfig(Qwen2_5_VLConfig):
     * ``pruner``: which token pruner runs (see ``photonlib.model.pruning``): ``its`` or a baseline.
     * ``pruning_budget``: kept fraction of visual tokens for fixed-budget pruners.
     * ``im_end_token_id``: ``<|im_end|>``, where the instruction ITS reads ends.
+    * ``its_answer_sees_dropped``: see the field (False: training matches decoding exactly).
     """
 
     model_type = "photon"
@@ -59,6 +60,10 @@ class PhotonConfig(Qwen2_5_VLConfig):
     # The chat template's turn end: ITS's instruction runs from <|vision_end|> to here. Not the
     # EOS id, which is <|endoftext|> in base (non-Instruct) Qwen2.5-VL checkpoints.
     im_end_token_id: int = 151645
+    # Teacher forcing under hard pruning: the released training lets answer tokens see every
+    # visual token in layers 0..its_layer, which decoding cannot (its cache keeps only the kept
+    # tokens). False hides the dropped ones from them, so training computes what decoding will.
+    its_answer_sees_dropped: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)

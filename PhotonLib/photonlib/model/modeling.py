@@ -150,6 +150,21 @@ def build_position_ids(
     return position_ids
 
 
+def answer_blind_mask(
+    attention_mask: torch.Tensor, answer_mask: torch.Tensor, dropped: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """(B, 1, L, L) additive mask: causal, padding, and answer tokens blind to ``dropped`` tokens.
+
+    Additive floats (not booleans) so eager and SDPA attention read it alike; a fully masked
+    (padding) row stays finite.
+    """
+    length = attention_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal[None] & attention_mask.bool()[:, None, :] & ~(answer_mask[:, :, None] & dropped[:, None, :])
+    blocked = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return blocked[:, None]
+
+
 def _compose_kept(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
     """Original positions after two successive compactions (either may be absent)."""
     if first is None or second is None:
@@ -208,7 +223,10 @@ class PhotonTextModel(Qwen2_5_VLTextModel):
         pruner: TokenPruner | None = None,
         pruning_mode: str = "hard",
         straight_through: bool = False,
+        answer_mask: torch.Tensor | None = None,
     ) -> PhotonTextOutput:
+        """``answer_mask`` (B, L): answer tokens in the input (teacher forcing). In hard mode they
+        do not see dropped visual tokens in any layer, as in decoding, whose cache has lost them."""
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         hidden = inputs_embeds
@@ -218,19 +236,27 @@ class PhotonTextModel(Qwen2_5_VLTextModel):
             pruner is not None and visual_mask is not None and hidden.shape[1] > 1 and bool(visual_mask.any())
         )
         selection = kept = None
+        early_mask = mask  # layers 0..k
+        if scheduling and pruning_mode == "hard" and answer_mask is not None and bool(answer_mask.any()):
+            # ITS decides from the prompt alone (attention is causal: answer tokens cannot change
+            # the decision), so decide first, then run layers 0..k with the answer blind to the
+            # tokens about to be dropped.
+            selection = pruner.select(self._prompt_scoring_inputs(hidden, mask, cos, sin, instruction_mask, visual_mask))
+            keep_full = torch.zeros_like(visual_mask).masked_scatter(visual_mask, selection.keep)
+            early_mask = answer_blind_mask(attention_mask, answer_mask.bool(), visual_mask & ~keep_full, hidden.dtype)
 
         for index, layer in enumerate(self.layers):
-            if scheduling and index == self.its_layer:
+            if scheduling and index == self.its_layer and selection is None:
                 scoring_inputs = self._scoring_inputs(layer, hidden, cos, sin, instruction_mask, visual_mask)
             hidden = layer(
                 hidden,
-                attention_mask=mask,
+                attention_mask=early_mask if index <= self.its_layer else mask,
                 position_embeddings=(cos, sin),
                 past_key_values=past_key_values,
                 use_cache=use_cache,
             )
             if scheduling and index == self.its_layer:
-                selection = pruner.select(scoring_inputs)
+                selection = selection if selection is not None else pruner.select(scoring_inputs)
                 probability_full = torch.zeros(visual_mask.shape, dtype=torch.float32, device=hidden.device)
                 probability_full = probability_full.masked_scatter(visual_mask, selection.keep_probability)
                 if pruning_mode == "soft":
@@ -265,6 +291,13 @@ class PhotonTextModel(Qwen2_5_VLTextModel):
             kept_positions=kept,
             selection=selection,
         )
+
+    @torch.no_grad()
+    def _prompt_scoring_inputs(self, hidden, mask, cos, sin, instruction_mask, visual_mask) -> LanguageStageInputs:
+        """Layer k's scoring inputs from a first, gradient-free pass through layers 0..k-1."""
+        for layer in self.layers[: self.its_layer]:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin))
+        return self._scoring_inputs(self.layers[self.its_layer], hidden, cos, sin, instruction_mask, visual_mask)
 
     @torch.no_grad()
     def _scoring_inputs(self, layer, hidden, cos, sin, instruction_mask, visual_mask) -> LanguageStageInputs:
@@ -346,12 +379,16 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
         past_key_values: DynamicCache | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
+        answer_mask: torch.Tensor | None = None,
         **_: object,
     ) -> PhotonOutput:
         """Prefill (or training) forward over whole prompts with their volumes.
 
         ``visual_embeddings`` (from :meth:`PhotonModel.encode_volumes`) skip the vision tower, so
-        several questions about one volume pay for it once.
+        several questions about one volume pay for it once. ``answer_mask`` marks the answer
+        tokens of a teacher-forced input (default: where ``labels`` are set); with
+        ``config.its_answer_sees_dropped`` False (the default) hard pruning hides the dropped
+        visual tokens from them in every layer, exactly as decoding does.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -406,6 +443,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
             pruner=pruner if pruner.stage == "language" else None,
             pruning_mode=config.pruning_mode,
             straight_through=config.surrogate_gradient == "straight_through",
+            answer_mask=self._answer_mask(answer_mask, labels, vision_kept),
         )
         kept = _compose_kept(vision_kept, text.kept_positions)
         text.kept_positions = kept
@@ -435,6 +473,15 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, Qwen2_5_VLForConditi
             keep_mask=selection.keep if selection is not None else None,
             token_grids=grids,
         )
+
+    def _answer_mask(self, answer_mask, labels, vision_kept) -> torch.Tensor | None:
+        if self.config.its_answer_sees_dropped or self.config._attn_implementation == "flash_attention_2":
+            return None  # the released training (flash attention cannot take the per-token mask)
+        if answer_mask is None and labels is not None:
+            answer_mask = labels != IGNORE_INDEX
+        if answer_mask is not None and vision_kept is not None:  # a vision-stage pruner already dropped tokens
+            answer_mask = gather_positions(answer_mask.unsqueeze(-1), vision_kept, False).squeeze(-1)
+        return answer_mask
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()

@@ -331,7 +331,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                     loss = warmup_loss(logits, targets.to(accelerator.device), lesion_weight)
                 else:
                     batch, perturbed = _collate(processor, cache, batch_items, config, step, micro_step)
-                    output = trained(**{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"})
+                    # The answer's positions, so hard pruning trains on what decoding will compute.
+                    answer_mask = (batch["labels"] != IGNORE_INDEX).to(accelerator.device)
+                    inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
+                    output = trained(**inputs, answer_mask=answer_mask)
                     loss = answer_losses(output.logits, batch["labels"].to(accelerator.device), output.kept_positions, perturbed.to(accelerator.device))
                     band = band_loss(output.keep_probability, config)
                     if band is not None:
