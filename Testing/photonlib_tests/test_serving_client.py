@@ -15,6 +15,7 @@ import photonlib.client as client_module
 from photonlib.cli.main import main
 from photonlib.client import PhotonClient, VersionMismatchError
 from photonlib.geometry import VolumeGeometry
+from photonlib.inference import PhotonEngine
 from photonlib.volume import read_volume, write_volume
 from photonlib.wire import (
     decode_raw_volume_voxels,
@@ -146,7 +147,7 @@ def test_a_server_that_is_not_photon_is_named_as_such():
 def test_photon_ask_server_prints_what_the_local_mode_prints(tmp_path, capsys):
     geometry = oblique_geometry((20, 18, 10))
     volume_path = write_volume(tmp_path / "ct.nrrd", ct_array(geometry), geometry)
-    with running_server() as server:
+    with running_server(PhotonEngine.load(None, "cpu")) as server:  # the model local `photon ask` uses
         heatmap_nrrd, heatmap_nifti = tmp_path / "heat.nrrd", tmp_path / "heat.nii.gz"
         arguments = ["ask", str(volume_path), "Is there a lesion?", "--max-new-tokens", "3", "--json"]
         assert main([*arguments, "--server", server.url, "--heatmap", str(heatmap_nrrd)]) == 0
@@ -159,7 +160,7 @@ def test_photon_ask_server_prints_what_the_local_mode_prints(tmp_path, capsys):
     assert main([*arguments, "--heatmap", str(tmp_path / "local.nrrd")]) == 0
     local = json.loads(capsys.readouterr().out)
     assert set(remote) == set(local) and set(remote["timings"]) >= {"preprocess", "vision", "prefill", "decode", "total"}
-    assert remote["model"] == local["model"] == "photon-tiny-random"
+    assert remote["model"] == local["model"] == "photon-demo"
     assert remote["tokens_total"] == local["tokens_total"] and remote["tokens_kept"] == local["tokens_kept"]
     for path in (heatmap_nrrd, heatmap_nifti):
         assert read_volume(path).geometry.isclose(read_volume(volume_path).geometry, atol_mm=1e-4, atol_direction=1e-5)

@@ -37,9 +37,9 @@ def lesion_grounding(answer, case, sample) -> float | None:
         return None
     from photonlib.volume import read_volume
 
-    mask_file = Path(mask_path)
-    if not mask_file.is_absolute():
-        mask_file = Path(sample.volume).parent.parent / mask_file  # phantoms: <root>/masks, <root>/volumes
+    mask_file = Path(mask_path)  # the phantom reader resolved it against the dataset folder
+    if not mask_file.exists() and not mask_file.is_absolute():
+        mask_file = Path(sample.volume).parent.parent / mask_file  # as written: <root>/masks beside <root>/volumes
     labels = read_volume(mask_file).array
     lesion = labels == int(label)
     if not lesion.any():

@@ -27,7 +27,7 @@ from photonlib.volume import PreparedVolume, PreprocessConfig, Volume, map_to_so
 
 logger = logging.getLogger(__name__)
 
-#: The model shipped inside the package (written by the training issue's demo recipe).
+#: The model shipped inside the package (PhotonLib/configs/phantom-demo*.yaml; see its README.md).
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "photon-demo"
 RANDOM_MODEL_NAME = "photon-tiny-random"
 
