@@ -187,6 +187,25 @@ def test_stage_two_with_a_frozen_tower_leaves_it_as_initialised(tmp_path, datase
     assert changed and not any(name.startswith("model.visual.") for name in changed)
 
 
+def test_a_run_without_pruning_never_prunes_and_saves_the_model_unpruned(tmp_path, dataset):
+    config = recipe(dataset, tmp_path / "unpruned", "pruning.enabled=false", "max_steps=2")
+    assert [config.pruning.mode_at(step, 2) for step in (0, 1)] == ["none", "none"]
+    result = train(config)
+    assert PhotonForConditionalGeneration.from_pretrained(result.final_model).config.pruning_mode == "none"
+
+
+def test_the_patch_embedding_gets_its_own_learning_rate(dataset, tmp_path):
+    from photonlib.training.loop import build_model, load_examples, parameter_groups
+
+    config = recipe(dataset, tmp_path, "vision_learning_rate=1e-3", "patch_embedding_learning_rate=1e-4")
+    model, _ = build_model(config, load_examples(config))
+    groups = {group["name"]: group for group in parameter_groups(model, config)}
+    assert groups["patch_embedding"]["lr"] == 1e-4 and groups["vision"]["lr"] == 1e-3
+    assert groups["patch_embedding"]["params"] == [model.model.visual.patch_embed.proj.weight]
+    without = parameter_groups(model, recipe(dataset, tmp_path, "vision_learning_rate=1e-3"))
+    assert "patch_embedding" not in {group["name"] for group in without}
+
+
 def test_pruning_schedule_by_fraction_and_by_step():
     schedule = PruningSchedule(soft_from=0.3, hard_from=0.6)
     assert [schedule.mode_at(step, 10) for step in (0, 2, 3, 5, 6, 9)] == ["none", "none", "soft", "soft", "hard", "hard"]
