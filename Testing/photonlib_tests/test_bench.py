@@ -176,7 +176,7 @@ def test_photon_and_baseline_run_without_any_scoring(spec):
     for method in (BASELINE, "photon"):
         setup = setup_method(spec, method)
         with torch.no_grad():
-            output = setup.model(**setup.inference, logits_to_keep=1)
+            output = setup.model(**setup.inference, logits_to_keep=1, **setup.pruning)
         assert output.keep_mask is None and output.kept_positions is None
     qwen = setup_method(spec, BASELINE).model.model.visual.patch_embed
     assert (qwen.in_channels, qwen.temporal_patch_size, qwen.patch_size) == (3, 2, 14)
@@ -186,7 +186,7 @@ def test_photon_and_baseline_run_without_any_scoring(spec):
 def test_its_keeps_the_stated_fraction(spec, keep_ratio):
     setup = setup_method(spec.replace(keep_ratio=keep_ratio), "photon-its")
     with torch.no_grad():
-        output = setup.model(**setup.inference, logits_to_keep=1)
+        output = setup.model(**setup.inference, logits_to_keep=1, **setup.pruning)
     assert int(output.keep_mask.sum()) == round(keep_ratio * 16) == setup.kept_tokens
     scheduler = setup.model.model.language_model.token_scheduler
     assert float(scheduler.mlp[2].weight.detach().abs().sum()) == 0  # a constant threshold
@@ -203,7 +203,7 @@ def test_bf16_build_keeps_the_threshold_exact(spec):
     setup = setup_method(bf16, "photon-its")
     assert setup.inference["pixel_values"].dtype == torch.bfloat16
     with torch.no_grad():
-        output = setup.model(**setup.inference, logits_to_keep=1)
+        output = setup.model(**setup.inference, logits_to_keep=1, **setup.pruning)
     assert int(output.keep_mask.sum()) == setup.kept_tokens
     assert calibrate_its  # the calibration ran inside setup_method
 

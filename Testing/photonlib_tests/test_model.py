@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
-from photonlib.model.modeling import build_position_ids, instruction_mask_from_ids
+from photonlib.model.positions import build_position_ids
+from photonlib.model.tokens import instruction_mask_from_ids
 from photonlib.volume import PreprocessConfig
 
 from model_factory import TEST_GRID, phantom_volume, tiny_model, tiny_processor
@@ -255,7 +256,7 @@ def test_cache_holds_only_kept_tokens(model, processor):
         output = model(**batch, use_cache=True)
     kept_visual = int(output.keep_mask.sum())
     expected = batch["input_ids"].shape[1] - 64 + kept_visual
-    for layer in output.past_key_values.layers:
+    for layer in output.cache.layers:
         assert layer.keys.shape[2] == expected and layer.values.shape[2] == expected
 
 

@@ -240,7 +240,7 @@ def test_the_language_model_sees_exactly_the_kept_tokens(model, processor, prune
     assert torch.equal(output.keep_probability, output.keep_mask.float())
     length = batch["input_ids"].shape[1]
     assert output.logits.shape[1] == length - 64 + kept
-    for layer in output.past_key_values.layers:
+    for layer in output.cache.layers:
         assert layer.keys.shape[2] == length - 64 + kept
     # The kept slots are exactly the text and the kept visual tokens, in order.
     visual = batch["input_ids"] == model.config.video_token_id

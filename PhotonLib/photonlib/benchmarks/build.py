@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionPatchEmbed
 
 from photonlib.benchmarks.spec import BenchSpec
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.model.pruning.its import instruction_weighted_scores, min_max_normalize
-from photonlib.model.pruning.pruners import LanguageStageInputs, TokenSelection
+from photonlib.model.pruning.pruners import LanguageStageInputs, TokenPruner, TokenSelection
+from photonlib.model.transformers_adapter import QwenVisionPatchEmbed
 from photonlib.volume import PreprocessConfig
 
 QWEN_TEMPORAL_PATCH = 2
@@ -60,27 +60,21 @@ class RecordingPruner:
         return self.inner.select(inputs)
 
 
-class BenchModel(PhotonForConditionalGeneration):
-    """Photon whose pruner can be fixed from outside (``fixed_pruner``), for the benchmark only."""
-
-    fixed_pruner = None
-
-    @property
-    def pruner(self):
-        if self.fixed_pruner is not None:
-            return self.fixed_pruner
-        return super().pruner
-
-
 @dataclass
 class MethodSetup:
-    model: BenchModel
+    model: PhotonForConditionalGeneration
     inference: dict[str, torch.Tensor]  # input_ids, attention_mask, pixel_values, video_grid_thw
     training: dict[str, torch.Tensor]  # the same with the answer appended and labels
     visual_tokens: int  # V: visual tokens in the prompt
     kept_tokens: int  # the pruning budget: round(keep_ratio * V) of Photon's tokens
     patches: int  # vision patches per volume
+    pruner: TokenPruner | NoPruner  # passed to every forward and generate of this method
     its_threshold: dict | None = None
+
+    @property
+    def pruning(self) -> dict:
+        """Keyword arguments choosing this method's pruning in a forward or generate call."""
+        return {"pruner": self.pruner, "pruning_mode": "hard"}
 
 
 def photon_token_count(spec: BenchSpec, config: PhotonConfig) -> int:
@@ -126,17 +120,17 @@ def torch_dtype(spec: BenchSpec) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec.dtype]
 
 
-def build_model(spec: BenchSpec, config: PhotonConfig, qwen_input: bool) -> BenchModel:
+def build_model(spec: BenchSpec, config: PhotonConfig, qwen_input: bool) -> PhotonForConditionalGeneration:
     """Random weights created directly on ``spec.device`` in ``spec.dtype`` (seeded)."""
     torch.manual_seed(spec.seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch_dtype(spec))
     try:
         with torch.device(spec.device):
-            model = BenchModel(config)
+            model = PhotonForConditionalGeneration(config)
             if qwen_input:
                 vision = model.model.visual
-                vision.patch_embed = Qwen2_5_VisionPatchEmbed(
+                vision.patch_embed = QwenVisionPatchEmbed(
                     patch_size=config.vision_config.patch_size, temporal_patch_size=QWEN_TEMPORAL_PATCH,
                     in_channels=QWEN_CHANNELS, embed_dim=config.vision_config.hidden_size,
                 )  # fmt: skip
@@ -178,38 +172,33 @@ def setup_method(spec: BenchSpec, method: str) -> MethodSetup:
     photon_config = model_config(spec, "photon", tokenizer)
     photon_tokens = photon_token_count(spec, photon_config)
     kept = budget_count(spec, photon_tokens)
-    if method in ("visionzip", "hiprune"):
-        config.pruner, config.pruning_budget = method, kept / photon_tokens
     model = build_model(spec, config, qwen_input)
     inference, training = build_inputs(spec, config, tokenizer, qwen_input)
     visual = int((inference["input_ids"] == config.video_token_id).sum())
     patches = int(inference["video_grid_thw"].prod(-1).sum())
-    setup = MethodSetup(model, inference, training, visual, kept, patches)
-    if method in ("qwen2.5-vl", "photon"):
-        model.fixed_pruner = NoPruner()
+    if method in ("visionzip", "hiprune"):
+        pruner = model.build_pruner(method, kept / photon_tokens)
     elif method == "photon-its":
-        config.pruner, config.pruning_mode = "its", "hard"
+        pruner = model.build_pruner("its")
+    else:  # qwen2.5-vl, photon
+        pruner = NoPruner()
+    setup = MethodSetup(model, inference, training, visual, kept, patches, pruner)
+    if method == "photon-its":
         setup.its_threshold = calibrate_its(model, inference, kept)
     return setup
 
 
 @torch.no_grad()
-def calibrate_its(model: BenchModel, batch: dict, kept: int) -> dict:
+def calibrate_its(model: PhotonForConditionalGeneration, batch: dict, kept: int) -> dict:
     """Set ITS's threshold MLP to the constant threshold that keeps ``kept`` visual tokens of ``batch``.
 
     The last layer's weights become 0 and its bias ``logit(theta / scale)``, with theta midway
     between the ``kept``-th and the next visual score ``s`` of this prompt (one scoring pass with
     the real ITS). Everything else of ITS runs as shipped, so its cost is measured as is.
     """
-    config = model.config
     scheduler = model.model.language_model.token_scheduler
-    recorder = RecordingPruner(model.pruner)
-    model.fixed_pruner = recorder
-    mode, config.pruning_mode = config.pruning_mode, "none"
-    try:
-        model(**batch, logits_to_keep=1)
-    finally:
-        model.fixed_pruner, config.pruning_mode = None, mode
+    recorder = RecordingPruner(model.build_pruner("its"))
+    model(**batch, logits_to_keep=1, pruner=recorder, pruning_mode="none")
     inputs = recorder.last_inputs
     raw = instruction_weighted_scores(inputs.queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
     scores = min_max_normalize(raw.float())[0].double()

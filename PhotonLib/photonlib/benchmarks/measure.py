@@ -182,27 +182,27 @@ def prefill_stages(times: dict[str, float], layers: int, its_layer: int) -> dict
 
 
 # ----------------------------------------------------------------------------- steps
-def train_step(model, batch: dict[str, torch.Tensor]) -> float:
+def train_step(model, batch: dict[str, torch.Tensor], pruning: dict) -> float:
     """The project's training forward (labels -> cross-entropy) and backward; returns the loss."""
-    output = model(**batch)
+    output = model(**batch, **pruning)
     output.loss.backward()
     loss = float(output.loss.detach())
     model.zero_grad(set_to_none=True)
     return loss
 
 
-def _generate(model, batch: dict[str, torch.Tensor], new_tokens: int):
+def _generate(model, batch: dict[str, torch.Tensor], new_tokens: int, pruning: dict):
     # eos_token_id=-1 never matches: exactly new_tokens tokens are decoded.
-    return model.generate(**batch, max_new_tokens=new_tokens, eos_token_id=-1)
+    return model.generate(**batch, max_new_tokens=new_tokens, eos_token_id=-1, **pruning)
 
 
-def torch_profile_top(model, batch: dict[str, torch.Tensor], device: str, synchronize) -> list[dict]:
+def torch_profile_top(model, batch: dict[str, torch.Tensor], pruning: dict, device: str, synchronize) -> list[dict]:
     """torch.profiler's top ops (by self time on the device, or on the CPU) of one prefill."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with torch.no_grad(), profile(activities=activities) as profiler:
-        model(**batch, use_cache=True, logits_to_keep=1)
+        model(**batch, use_cache=True, logits_to_keep=1, **pruning)
         synchronize()
     events = profiler.key_averages()
 
@@ -242,9 +242,9 @@ def run_method(spec: BenchSpec, method: str) -> dict:
 
     # Untimed prefill: counts the tokens and primes every kernel once.
     with torch.no_grad():
-        output = model(**setup.inference, use_cache=True, logits_to_keep=1)
+        output = model(**setup.inference, use_cache=True, logits_to_keep=1, **setup.pruning)
     keep = int(output.keep_mask.sum()) if output.keep_mask is not None else None
-    stage = model.pruner.stage
+    stage = setup.pruner.stage
     entering = keep if stage == "vision" else setup.visual_tokens
     after = keep if stage == "language" else entering
     sequence = int(setup.inference["input_ids"].shape[1])
@@ -266,7 +266,7 @@ def run_method(spec: BenchSpec, method: str) -> dict:
     memory: dict = {"method": probe.method}
     try:
         probe.begin()
-        _generate(model, setup.inference, spec.new_tokens)
+        _generate(model, setup.inference, spec.new_tokens, setup.pruning)
         memory["inference_increase_mib"], memory["inference_peak_mib"] = probe.end()
         memory["resident_before_mib"] = probe.before
     except OUT_OF_MEMORY as error:
@@ -276,7 +276,7 @@ def run_method(spec: BenchSpec, method: str) -> dict:
     model.train()
     try:
         probe.begin()
-        train_step(model, setup.training)
+        train_step(model, setup.training, setup.pruning)
         memory["train_increase_mib"], memory["train_peak_mib"] = probe.end()
     except OUT_OF_MEMORY as error:
         errors["train"] = f"out of memory: {str(error).splitlines()[0][:200]}"
@@ -293,7 +293,7 @@ def run_method(spec: BenchSpec, method: str) -> dict:
         try:
             for index in range(spec.warmup + spec.repeats):
                 clock.start()
-                generation = _generate(model, setup.inference, spec.new_tokens)
+                generation = _generate(model, setup.inference, spec.new_tokens, setup.pruning)
                 if generation.sequences.shape[1] != spec.new_tokens:
                     raise RuntimeError(f"decoded {generation.sequences.shape[1]} tokens, expected {spec.new_tokens}")
                 if index < spec.warmup:
@@ -318,7 +318,7 @@ def run_method(spec: BenchSpec, method: str) -> dict:
             for index in range(spec.warmup + spec.repeats):
                 synchronize()
                 started = time.perf_counter()
-                train_step(model, setup.training)
+                train_step(model, setup.training, setup.pruning)
                 synchronize()
                 if index >= spec.warmup:
                     runs["train_step_s"].append(time.perf_counter() - started)
@@ -344,14 +344,14 @@ def run_method(spec: BenchSpec, method: str) -> dict:
         clock = StageClock(model, synchronize, detailed=True)
         try:
             clock.start()
-            generation = _generate(model, setup.inference, spec.new_tokens)
+            generation = _generate(model, setup.inference, spec.new_tokens, setup.pruning)
             stages = prefill_stages(clock.times(), config.text_config.num_hidden_layers, config.its_layer)
             stages["decode"] = generation.timings["decode"]
             result["stages_s"] = stages
         finally:
             clock.close()
         if method == "photon-its" and spec.torch_profile:
-            result["torch_profile"] = torch_profile_top(model, setup.inference, spec.device, synchronize)
+            result["torch_profile"] = torch_profile_top(model, setup.inference, setup.pruning, spec.device, synchronize)
     return result
 
 

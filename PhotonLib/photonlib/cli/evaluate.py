@@ -42,15 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if not samples:
         raise ValueError(f"{path}: no usable questions ({report.summary()})")
     engine = PhotonEngine.load(args.model, args.device)
-    config = engine.model.config
-    if args.pruner:
-        config.pruner = args.pruner
-    if args.budget is not None:
-        config.pruning_budget = args.budget
-    if args.pruning_mode:
-        config.pruning_mode = args.pruning_mode
-    engine.model.pruner  # noqa: B018 - builds the pruner now, so a bad name fails before the run
-    name = args.name or f"{engine.name} ({config.pruner}{'' if config.pruning_budget is None else f' {config.pruning_budget:g}'})"
+    engine.use_pruning(args.pruner, args.budget, args.pruning_mode)  # a bad name fails here, before the run
+    budget = "" if engine.pruning_budget is None else f" {engine.pruning_budget:g}"
+    name = args.name or f"{engine.name} ({engine.pruner_name}{budget})"
     run_result = evaluate(
         engine, samples, run_name=name, max_new_tokens=args.max_new_tokens,
         bertscore_model=args.bertscore_model, compute_bertscore=not args.no_bertscore,

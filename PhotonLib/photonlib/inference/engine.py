@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor, Turn
+from photonlib.model.configuration import PRUNING_MODES
+from photonlib.model.pruning.pruners import TokenPruner
 from photonlib.volume import PreparedVolume, PreprocessConfig, Volume, map_to_source, prepare_volume, write_heatmap
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,22 @@ class PhotonEngine:
         self.name = name
         self.device = torch.device(device)
         self.lock = threading.Lock()  # one GPU worker: generation is not re-entrant
+        # What runs: the saved configuration's choice unless use_pruning() says otherwise.
+        self.pruner_name, self.pruning_budget = model.config.pruner, model.config.pruning_budget
+        self.pruner: TokenPruner = model.pruner
+        self.pruning_mode: str = model.config.pruning_mode
+
+    def use_pruning(self, pruner: str | None = None, budget: float | None = None, mode: str | None = None) -> None:
+        """Run another pruner, budget or pruning mode than the saved model's (evaluation of baselines)."""
+        if mode is not None and mode not in PRUNING_MODES:
+            raise ValueError(f"pruning mode must be one of {', '.join(PRUNING_MODES)}, got {mode!r}")
+        if budget is not None and not 0 < budget <= 1:
+            raise ValueError(f"the pruning budget is a kept fraction in (0, 1], got {budget}")
+        name = pruner or self.pruner_name
+        budget = budget if budget is not None else self.pruning_budget
+        self.pruner = self.model.build_pruner(name, budget)
+        self.pruner_name, self.pruning_budget = name, budget
+        self.pruning_mode = mode or self.pruning_mode
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -101,8 +119,8 @@ class PhotonEngine:
             "model_grid_dhw": list(grid),
             "token_grid": list(config.token_grid(grid)),
             "tokens_total": self.processor.token_count(grid),
-            "pruner": config.pruner,
-            "pruning_mode": config.pruning_mode,
+            "pruner": self.pruner_name,
+            "pruning_mode": self.pruning_mode,
             "random_weights": self.name == RANDOM_MODEL_NAME,
         }
 
@@ -155,14 +173,16 @@ class PhotonEngine:
                 attention_mask=batch["attention_mask"].to(self.device),
                 pixel_values=case.pixel_values,  # used only by vision-stage pruners
                 video_grid_thw=case.video_grid_thw,
-                visual_embeddings=None if self.model.pruner.stage == "vision" else case.visual_embeddings,
+                visual_embeddings=None if self.pruner.stage == "vision" else case.visual_embeddings,
                 max_new_tokens=max_new_tokens,
+                pruner=self.pruner,
+                pruning_mode=self.pruning_mode,
                 on_token=stream,
                 should_stop=should_stop,
             )
         if generation.keep_probability is not None:
             probability, keep = (t.float().cpu().numpy() for t in generation.token_maps(0))
-            if self.model.pruner.stage == "language" and self.model.config.pruning_mode != "hard":
+            if self.pruner.stage == "language" and self.pruning_mode != "hard":
                 keep = np.ones_like(keep)  # scored but not dropped: the language model used every token
         else:  # nothing was scored (e.g. a pruner that keeps everything): every token was kept
             shape = tuple(int(v) for v in self.model.token_grids(case.video_grid_thw)[0])

@@ -22,6 +22,8 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, Qwen2_5_VLConfig
 
+from photonlib.model.tokens import merged_grid, patch_grid
+
 PRUNING_MODES = ("none", "soft", "hard")
 SURROGATE_GRADIENTS = ("sgp", "straight_through")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -96,20 +98,11 @@ class PhotonConfig(Qwen2_5_VLConfig):
 
     def patch_grid(self, volume_shape_dhw: tuple[int, int, int]) -> tuple[int, int, int]:
         """Patch grid (t, h, w) of a model-grid volume; refuses shapes that do not tile."""
-        patch = self.patch_size_dhw
-        merge = self.spatial_merge_size
-        grid = tuple(n // p for n, p in zip(volume_shape_dhw, patch))
-        if any(n % p for n, p in zip(volume_shape_dhw, patch)) or grid[1] % merge or grid[2] % merge:
-            raise ValueError(
-                f"volume shape {tuple(volume_shape_dhw)} does not tile into patches of {patch} voxels with a "
-                f"{merge} x {merge} merge; use multiples of {(patch[0], patch[1] * merge, patch[2] * merge)}"
-            )
-        return grid
+        return patch_grid(volume_shape_dhw, self.patch_size_dhw, self.spatial_merge_size)
 
     def token_grid(self, volume_shape_dhw: tuple[int, int, int]) -> tuple[int, int, int]:
         """Language-model token grid (t, h, w) after the spatial merge, e.g. (10, 10, 10)."""
-        t, h, w = self.patch_grid(volume_shape_dhw)
-        return (t, h // self.spatial_merge_size, w // self.spatial_merge_size)
+        return merged_grid(self.patch_grid(volume_shape_dhw), self.spatial_merge_size)
 
     # ------------------------------------------------------------------ presets
     @classmethod

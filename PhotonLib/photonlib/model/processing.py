@@ -21,17 +21,20 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from photonlib.model.tokens import (
+    END_OF_TEXT,
+    IGNORE_INDEX,
+    IM_END,
+    IM_START,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
+    patch_grid,
+)
 from photonlib.volume.preprocess import PreparedVolume, PreprocessConfig
 
 PROCESSOR_FILE = "photon_processor.json"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-IGNORE_INDEX = -100
-
-VIDEO_PAD = "<|video_pad|>"
-VISION_START = "<|vision_start|>"
-VISION_END = "<|vision_end|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
 
 
 @dataclass(frozen=True)
@@ -76,17 +79,12 @@ class PhotonProcessor:
         self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
         self.im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
         if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = "<|endoftext|>"
+            tokenizer.pad_token = END_OF_TEXT
         self.patch_grid(self.preprocess.model_grid)  # refuse a model grid that does not tile
 
     # ------------------------------------------------------------------ volumes
     def patch_grid(self, shape_dhw: Sequence[int]) -> tuple[int, int, int]:
-        patch, merge = self.patch_size_dhw, self.spatial_merge_size
-        if any(n % (p * m) for n, p, m in zip(shape_dhw, patch, (1, merge, merge))):
-            raise ValueError(
-                f"volume shape {tuple(shape_dhw)} does not tile into {patch} patches with a {merge} x {merge} merge"
-            )
-        return tuple(n // p for n, p in zip(shape_dhw, patch))
+        return patch_grid(shape_dhw, self.patch_size_dhw, self.spatial_merge_size)
 
     def token_count(self, shape_dhw: Sequence[int]) -> int:
         t, h, w = self.patch_grid(shape_dhw)

@@ -13,16 +13,8 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-#: Qwen2.5-VL's special tokens that the Photon prompt uses, in Qwen's order.
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
+from photonlib.model.tokens import END_OF_TEXT, IM_END, IMAGE_PAD, SPECIAL_TOKENS, VIDEO_PAD, VISION_END, VISION_START
+
 CHAT_WORDS = ("system", "user", "assistant", "You are a helpful assistant.")
 
 
@@ -42,9 +34,9 @@ def train_compact_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreT
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
+        eos_token=IM_END,
+        pad_token=END_OF_TEXT,
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (END_OF_TEXT, IM_END)],
     )
 
 
@@ -55,15 +47,15 @@ def token_id_settings(tokenizer) -> dict:
     if missing:
         raise ValueError(f"the tokenizer lacks Photon's special tokens {missing}")
     return {
-        "video_token_id": ids["<|video_pad|>"],
-        "image_token_id": ids["<|image_pad|>"],
-        "vision_start_token_id": ids["<|vision_start|>"],
-        "vision_end_token_id": ids["<|vision_end|>"],
-        "im_end_token_id": ids["<|im_end|>"],
+        "video_token_id": ids[VIDEO_PAD],
+        "image_token_id": ids[IMAGE_PAD],
+        "vision_start_token_id": ids[VISION_START],
+        "vision_end_token_id": ids[VISION_END],
+        "im_end_token_id": ids[IM_END],
         "text": {
             "vocab_size": len(tokenizer),
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids[IM_END],
+            "pad_token_id": ids[END_OF_TEXT],
+            "bos_token_id": ids[END_OF_TEXT],
         },
     }

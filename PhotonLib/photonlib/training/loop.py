@@ -31,8 +31,9 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
-from photonlib.model.pruning.sgp import gather_positions
+from photonlib.model.compaction import gather_positions
 from photonlib.model.tokenizer import token_id_settings, train_compact_tokenizer
+from photonlib.model.tokens import IGNORE_INDEX
 from photonlib.training.config import TrainConfig, config_to_dict
 from photonlib.training.vision_warmup import (
     VisionWarmup,
@@ -45,7 +46,6 @@ from photonlib.training.vision_warmup import (
 from photonlib.volume import PreprocessConfig, prepare_volume, read_volume
 
 logger = logging.getLogger(__name__)
-IGNORE_INDEX = -100
 STATE_FILE = "trainer_state.json"
 WARMUP_HEAD_FILE = "vision-warmup-lesion-head.pt"
 
@@ -318,7 +318,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     progress = tqdm(total=config.max_steps, initial=start_step, disable=not accelerator.is_local_main_process, desc="training")
     started, samples_seen, last_loss, keep_ratios = time.perf_counter(), 0, float("nan"), []
     for step in range(start_step, config.max_steps):
-        model.config.pruning_mode = config.pruning.mode_at(step, config.max_steps) if config.stage == 2 else "none"
+        pruning_mode = config.pruning.mode_at(step, config.max_steps) if config.stage == 2 else "none"
         step_loss = 0.0
         for micro_step in range(config.gradient_accumulation_steps):
             indices = batch_indices(step, micro_step, len(items), config, accelerator.process_index, accelerator.num_processes)
@@ -334,7 +334,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                     # The answer's positions, so hard pruning trains on what decoding will compute.
                     answer_mask = (batch["labels"] != IGNORE_INDEX).to(accelerator.device)
                     inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
-                    output = trained(**inputs, answer_mask=answer_mask)
+                    output = trained(**inputs, answer_mask=answer_mask, pruning_mode=pruning_mode)
                     loss = answer_losses(output.logits, batch["labels"].to(accelerator.device), output.kept_positions, perturbed.to(accelerator.device))
                     band = band_loss(output.keep_probability, config)
                     if band is not None:
@@ -352,7 +352,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         last_loss = step_loss
         throughput = samples_seen / max(time.perf_counter() - started, 1e-9)
         keep = keep_ratios[-1] if keep_ratios else float("nan")
-        progress.set_postfix(loss=f"{step_loss:.3f}", keep=f"{keep:.2f}", mode=model.config.pruning_mode, samples_s=f"{throughput:.2f}")
+        progress.set_postfix(loss=f"{step_loss:.3f}", keep=f"{keep:.2f}", mode=pruning_mode, samples_s=f"{throughput:.2f}")
         progress.update(1)
         if config.tensorboard and (step + 1) % max(config.log_every, 1) == 0:
             accelerator.log({"loss": step_loss, "keep_ratio": keep, "samples_per_second": throughput}, step=step + 1)

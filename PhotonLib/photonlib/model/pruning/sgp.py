@@ -17,39 +17,14 @@ from __future__ import annotations
 
 import torch
 
+from photonlib.model.compaction import gather_positions
+
 Z_CLIP = 1.5
 MIN_SIGMA = 3e-3
 SCALE_RANGE = (0.5, 2.0)
 BETA = 0.8
 SATURATION_FLOOR = 5e-3
 EPS = 1e-6
-
-
-def kept_positions(presence: torch.Tensor) -> torch.Tensor:
-    """Source position of every slot of the compacted, left-padded sequence; -1 on padding.
-
-    ``presence`` (B, L) is True for tokens that stay. The result is (B, M) with M the largest
-    kept count; each row keeps its tokens' order and ends with its last kept token, so the
-    newest token of every sample is at index -1 (what decoding appends to).
-    """
-    batch, length = presence.shape
-    kept_count = presence.sum(dim=1)
-    width = int(kept_count.max()) if batch else 0
-    positions = torch.arange(length, device=presence.device).expand(batch, length)
-    # Sort kept tokens to the end, in order; dropped ones go first and become padding.
-    order_key = torch.where(presence, positions + length, positions)
-    ordered = torch.sort(order_key, dim=1).values[:, length - width :]
-    source = ordered - length
-    return torch.where(source >= 0, source, torch.full_like(source, -1))
-
-
-def gather_positions(values: torch.Tensor, positions: torch.Tensor, fill: float | int = 0) -> torch.Tensor:
-    """``values`` (B, L, ...) at ``positions`` (B, M); ``fill`` where the position is -1."""
-    index = positions.clamp_min(0)
-    expanded = index.view(*index.shape, *([1] * (values.dim() - 2))).expand(*index.shape, *values.shape[2:])
-    gathered = torch.gather(values, 1, expanded)
-    padding = (positions < 0).view(*positions.shape, *([1] * (values.dim() - 2)))
-    return gathered.masked_fill(padding, fill)
 
 
 class SurrogateTokenGather(torch.autograd.Function):

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
-from transformers.vision_utils import get_vision_window_index
+
+from photonlib.model.transformers_adapter import vision_block_inputs, vision_block_queries_keys, vision_window_index
 
 
 @dataclass
@@ -97,11 +97,7 @@ class VisionAttentionRecorder:
 
         def before_tower(module, args, kwargs):
             grid_thw = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
-            # A copy: get_vision_window_index pops precomputed entries, the tower still needs them.
-            window_index, _ = get_vision_window_index(
-                grid_thw, spatial_merge_size=module.spatial_merge_size, window_size=module.window_size,
-                patch_size=module.patch_size, kwargs=dict(kwargs),
-            )  # fmt: skip
+            window_index = vision_window_index(module, grid_thw, kwargs)
             merge = module.spatial_merge_size
             grids = [(int(t), int(h) // merge, int(w) // merge) for t, h, w in grid_thw.tolist()]
             state["call"] = _TowerCall(
@@ -123,9 +119,7 @@ class VisionAttentionRecorder:
 
         def block_hook(index: int):
             def before_block(module, args, kwargs):
-                hidden = args[0] if args else kwargs["hidden_states"]
-                cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
-                position_embeddings = kwargs["position_embeddings"] if "position_embeddings" in kwargs else args[2]
+                hidden, cu_seqlens, position_embeddings = vision_block_inputs(args, kwargs)
                 unit = vision_model.spatial_merge_size**2
                 received, keys = attention_received(module, hidden, cu_seqlens, position_embeddings)
                 call = state["call"]
@@ -161,20 +155,16 @@ def attention_received(
     received (S,) float32 (mean over heads and over the queries of each patch's segment) and the
     pre-rotary keys (S, hidden) float32 with all heads concatenated.
     """
-    attention = block.attn
     length = hidden.shape[0]
-    normed = block.norm1(hidden)
-    queries, keys, _ = attention.qkv(normed).reshape(length, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-    content_keys = keys.float().reshape(length, -1)
-    cos, sin = position_embeddings
-    queries, keys = apply_rotary_pos_emb_vision(queries, keys, cos, sin)
+    queries, keys, content_keys, scaling = vision_block_queries_keys(block, hidden, position_embeddings)
+    content_keys = content_keys.float().reshape(length, -1)
     queries, keys = queries.float().transpose(0, 1), keys.float().transpose(0, 1)  # (heads, S, d)
     received = torch.zeros(length, dtype=torch.float32, device=hidden.device)
     bounds = cu_seqlens.tolist()
     for start, end in zip(bounds[:-1], bounds[1:]):
         if end <= start:
             continue
-        logits = queries[:, start:end] @ keys[:, start:end].transpose(1, 2) * attention.scaling
+        logits = queries[:, start:end] @ keys[:, start:end].transpose(1, 2) * scaling
         received[start:end] = logits.softmax(dim=-1).mean(dim=(0, 1))
     return received, content_keys
 

@@ -1,0 +1,154 @@
+"""Photon's language model: Qwen2.5-VL's decoder layers in a loop that ITS can cut into.
+
+After decoder layer ``its_layer`` a token pruner decides which visual tokens stay. In ``hard``
+mode the others are removed from the hidden states, the KV cache of layers 0..k, the rotary
+cos/sin, the 3D position ids and the attention mask (:mod:`photonlib.model.compaction`), and the
+causal mask is rebuilt for the remaining layers. ``soft`` scales visual hidden states by their
+keep probability; ``none`` only reports the scores.
+
+Semantics of a drop: the prompt's own tokens in layers 0..k saw every visual token (ITS had not
+decided yet); after layer k, and for every generated token in every layer, a dropped token no
+longer exists. In a teacher-forced forward (``answer_mask``) the answer tokens are kept blind to
+the dropped tokens in layers 0..k too, so training computes what decoding will
+(``PhotonConfig.its_answer_sees_dropped``; docs/model.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from photonlib.model import transformers_adapter as qwen
+from photonlib.model.compaction import (
+    answer_blind_mask,
+    gather_position_rows,
+    gather_positions,
+    kept_positions,
+    scatter_visual,
+)
+from photonlib.model.configuration import PRUNING_MODES
+from photonlib.model.pruning.its import ThresholdPredictor
+from photonlib.model.pruning.pruners import LanguageStageInputs, TokenPruner, TokenSelection
+from photonlib.model.pruning.sgp import gather_kept_tokens
+
+
+@dataclass
+class PhotonTextOutput:
+    """What the language model returns (a plain dataclass: transformers' ModelOutput renames fields)."""
+
+    last_hidden_state: torch.Tensor
+    cache: qwen.KVCache | None = None
+    attention_mask: torch.Tensor | None = None  # (B, M) after pruning
+    position_ids: torch.Tensor | None = None  # (3, B, M) after pruning
+    kept_positions: torch.Tensor | None = None  # (B, M) original index of each slot, -1 = padding
+    selection: TokenSelection | None = None
+
+
+class PhotonTextModel(qwen.QwenTextModel):
+    """Qwen2.5-VL's language model with the decoder loop owned here, so ITS can prune after layer k."""
+
+    def __init__(self, config, its_layer: int = 0, threshold_scale: float = 0.9) -> None:
+        super().__init__(config)
+        self.its_layer = its_layer
+        self.token_scheduler = ThresholdPredictor(config.hidden_size, threshold_scale)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # As released: Xavier-uniform weights and zero biases, the output bias at -5 so ITS starts
+        # by keeping nearly everything.
+        scheduler = self._modules.get("token_scheduler")
+        if scheduler is not None and isinstance(module, nn.Linear) and any(module is layer for layer in scheduler.mlp):
+            qwen.xavier_uniform_(module.weight)
+            qwen.constant_(module.bias, ThresholdPredictor.INITIAL_BIAS if module is scheduler.mlp[2] else 0.0)
+            return
+        super()._init_weights(module)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: qwen.KVCache | None = None,
+        use_cache: bool = False,
+        visual_mask: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
+        pruner: TokenPruner | None = None,
+        pruning_mode: str = "hard",
+        straight_through: bool = False,
+        answer_mask: torch.Tensor | None = None,
+    ) -> PhotonTextOutput:
+        """Run the decoder layers; ``pruner`` (language stage) decides after layer ``its_layer``.
+
+        ``answer_mask`` (B, L): answer tokens in the input (teacher forcing). In hard mode they
+        do not see dropped visual tokens in any layer, as in decoding, whose cache has lost them.
+        """
+        if pruning_mode not in PRUNING_MODES:
+            raise ValueError(f"pruning_mode must be one of {PRUNING_MODES}, got {pruning_mode!r}")
+        if use_cache and cache is None:
+            cache = qwen.new_cache(self.config)
+        hidden = inputs_embeds
+        mask = qwen.causal_mask(self.config, hidden, attention_mask, cache)
+        rotary = qwen.rotary_embeddings(self, hidden, position_ids)
+        scheduling = pruner is not None and visual_mask is not None and hidden.shape[1] > 1 and bool(visual_mask.any())
+        selection = kept = None
+        early_mask = mask  # layers 0..k
+        if scheduling and pruning_mode == "hard" and answer_mask is not None and bool(answer_mask.any()):
+            # ITS decides from the prompt alone (attention is causal: answer tokens cannot change
+            # the decision), so decide first, then run layers 0..k with the answer blind to the
+            # tokens about to be dropped.
+            selection = pruner.select(self._prompt_scoring_inputs(hidden, mask, rotary, instruction_mask, visual_mask))
+            dropped = visual_mask & ~scatter_visual(visual_mask, selection.keep)
+            early_mask = answer_blind_mask(attention_mask, answer_mask.bool(), dropped, hidden.dtype)
+
+        for index, layer in enumerate(self.layers):
+            if scheduling and index == self.its_layer and selection is None:
+                scoring_inputs = self._scoring_inputs(layer, hidden, rotary, instruction_mask, visual_mask)
+            layer_mask = early_mask if index <= self.its_layer else mask
+            hidden = qwen.run_decoder_layer(layer, hidden, layer_mask, rotary, cache, use_cache)
+            if not (scheduling and index == self.its_layer):
+                continue
+            selection = selection if selection is not None else pruner.select(scoring_inputs)
+            probability_full = scatter_visual(visual_mask, selection.keep_probability.float())
+            if pruning_mode == "soft":
+                factor = torch.where(visual_mask, probability_full, torch.ones_like(probability_full))
+                hidden = hidden * factor.unsqueeze(-1).to(hidden.dtype)
+            elif pruning_mode == "hard":
+                presence = attention_mask.bool() & (~visual_mask | scatter_visual(visual_mask, selection.keep))
+                kept = kept_positions(presence)
+                hidden = gather_kept_tokens(
+                    hidden, kept, probability_full if self.training else None, visual_mask, straight_through=straight_through
+                )
+                attention_mask = (kept >= 0).long()
+                position_ids = gather_position_rows(position_ids, kept)
+                rotary = tuple(gather_positions(part, kept) for part in rotary)
+                if cache is not None:
+                    qwen.compact_cache(cache, index + 1, partial(gather_positions, positions=kept))
+                # Size the mask from the next layer's (still empty) cache, not layer 0's pruned one.
+                mask = qwen.causal_mask(
+                    self.config, hidden, attention_mask, cache, layer_idx=index + 1 if cache is not None else None
+                )
+
+        return PhotonTextOutput(
+            last_hidden_state=self.norm(hidden),
+            cache=cache,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            kept_positions=kept,
+            selection=selection,
+        )
+
+    @torch.no_grad()
+    def _prompt_scoring_inputs(self, hidden, mask, rotary, instruction_mask, visual_mask) -> LanguageStageInputs:
+        """Layer k's scoring inputs from a first, gradient-free pass through layers 0..k-1."""
+        for layer in self.layers[: self.its_layer]:
+            hidden = qwen.run_decoder_layer(layer, hidden, mask, rotary)
+        return self._scoring_inputs(self.layers[self.its_layer], hidden, rotary, instruction_mask, visual_mask)
+
+    @torch.no_grad()
+    def _scoring_inputs(self, layer, hidden, rotary, instruction_mask, visual_mask) -> LanguageStageInputs:
+        """Layer k's post-RoPE queries and keys, recomputed from its input (cheap: two projections)."""
+        queries, keys = qwen.attention_queries_keys(layer, hidden, rotary)
+        return LanguageStageInputs(queries=queries, keys=keys, instruction_mask=instruction_mask, visual_mask=visual_mask)

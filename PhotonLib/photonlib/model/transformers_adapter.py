@@ -1,0 +1,371 @@
+"""The one place PhotonLib reaches into transformers' Qwen2.5-VL internals.
+
+Photon runs its own decoder-layer loop (ITS prunes between layers), recomputes attention inside
+the vision tower for the baselines and edits the KV cache in place. None of that is public
+transformers API, and releases rename keywords, reorder positional arguments or change return
+types without notice; some changes are silent (a layer that takes ``**kwargs`` swallows a
+renamed keyword and never fills the cache). So:
+
+* every call into those internals goes through a function of this module, and nothing else in
+  PhotonLib imports ``transformers.models.qwen2_5_vl``, ``masking_utils``, ``cache_utils``,
+  ``vision_utils`` or ``initialization``;
+* the right call for the installed release is chosen once, at import, from the signatures
+  themselves (not per token, and not from version numbers);
+* :data:`CONTRACT` lists every signature and attribute relied on. Importing this module checks
+  it and stops with one message naming what is incompatible and the supported range
+  (:class:`IncompatibleTransformersError`); ``Testing/photonlib_tests/test_transformers_contract.py``
+  prints the same list;
+* :func:`check_cache_filled` verifies after every prefill that each decoder layer really wrote
+  its keys and values.
+
+Supported releases: :data:`SUPPORTED_TRANSFORMERS` (the same range as ``pyproject.toml``; CI
+tests its lower bound, the lock file's release and the newest release it allows). Raising the
+upper bound is a change of that range in both places plus a green CI run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import transformers
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from torch import nn
+from transformers import cache_utils as _cache_utils
+from transformers import initialization as _init
+from transformers import masking_utils as _masking
+from transformers.cache_utils import DynamicCache
+from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as _qwen
+
+#: The releases this adapter is written and tested for (keep equal to pyproject.toml's range).
+SUPPORTED_TRANSFORMERS = SpecifierSet(">=5.0,<5.25")
+#: Set to 1 to run on a release outside the range when no incompatibility is detected.
+ALLOW_UNTESTED_ENV = "PHOTON_ALLOW_UNTESTED_TRANSFORMERS"
+TRANSFORMERS_VERSION = Version(transformers.__version__)
+
+# ----------------------------------------------------------------------------- base classes
+# Photon subclasses these so Qwen2.5-VL checkpoints load with the same module names.
+QwenPreTrainedModel = _qwen.Qwen2_5_VLPreTrainedModel
+QwenTextModel = _qwen.Qwen2_5_VLTextModel
+QwenModel = _qwen.Qwen2_5_VLModel
+QwenForConditionalGeneration = _qwen.Qwen2_5_VLForConditionalGeneration
+QwenVisionTower = _qwen.Qwen2_5_VisionTransformerPretrainedModel
+QwenVisionPatchEmbed = _qwen.Qwen2_5_VisionPatchEmbed
+KVCache = DynamicCache
+
+
+class IncompatibleTransformersError(ImportError):
+    """The installed transformers lacks, or changed, internals Photon relies on."""
+
+
+# ----------------------------------------------------------------------------- the contract
+@dataclass(frozen=True)
+class Requirement:
+    """One thing the adapter relies on: ``check()`` returns None when it holds, else what differs."""
+
+    piece: str
+    check: Callable[[], str | None]
+
+
+def _parameters(function: Callable) -> list[str]:
+    return list(inspect.signature(inspect.unwrap(function)).parameters)
+
+
+def _has_parameters(function: Callable, *names: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        found = _parameters(function)
+        missing = [name for name in names if name not in found]
+        return f"missing parameter(s) {', '.join(missing)}; signature is ({', '.join(found)})" if missing else None
+
+    return check
+
+
+def _has_attributes(owner: object, *names: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        missing = [name for name in names if not hasattr(owner, name)]
+        return f"missing attribute(s) {', '.join(missing)}" if missing else None
+
+    return check
+
+
+def _positional_prefix(function: Callable, *names: str) -> Callable[[], str | None]:
+    """The first parameters are exactly ``names`` in this order (they are passed positionally)."""
+
+    def check() -> str | None:
+        found = _parameters(function)[: len(names)]
+        return None if tuple(found) == names else f"expected leading parameters ({', '.join(names)}), found ({', '.join(found)})"
+
+    return check
+
+
+def _one_of(function: Callable, *names: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        found = _parameters(function)
+        return None if any(name in found for name in names) else f"has none of {', '.join(names)}; signature is ({', '.join(found)})"
+
+    return check
+
+
+def _init_functions() -> str | None:
+    missing = [name for name in ("trunc_normal_", "xavier_uniform_", "constant_") if not hasattr(_init, name)]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def _attention_projections() -> str | None:
+    source = inspect.getsource(_qwen.Qwen2_5_VLAttention.__init__)
+    missing = [name for name in ("q_proj", "k_proj", "head_dim", "num_key_value_groups") if f"self.{name}" not in source]
+    return f"no longer sets {', '.join(missing)}" if missing else None
+
+
+def _vision_attention_layout() -> str | None:
+    source = inspect.getsource(_VISION_ATTENTION.__init__)
+    missing = [name for name in ("qkv", "num_heads", "scaling") if f"self.{name}" not in source]
+    return f"no longer sets {', '.join(missing)}" if missing else None
+
+
+def _vision_tower_attributes() -> str | None:
+    source = inspect.getsource(QwenVisionTower.__init__)
+    names = ("spatial_merge_size", "window_size", "patch_size", "fullatt_block_indexes", "blocks", "patch_embed")
+    missing = [name for name in names if f"self.{name}" not in source]
+    return f"no longer sets {', '.join(missing)}" if missing else None
+
+
+def _dynamic_layer_tensors() -> str | None:
+    cache = DynamicCache()
+    if not hasattr(cache, "layers"):
+        return "DynamicCache has no per-layer list .layers"
+    source = inspect.getsource(_DYNAMIC_LAYER)
+    missing = [name for name in ("self.keys", "self.values") if name not in source]
+    return f"{_DYNAMIC_LAYER.__name__} no longer holds {', '.join(missing)}" if missing else None
+
+
+_VISION_BLOCK = _qwen.Qwen2_5_VLVisionBlock
+_VISION_ATTENTION = _qwen.Qwen2_5_VLVisionAttention
+_DECODER_LAYER = _qwen.Qwen2_5_VLDecoderLayer
+_DYNAMIC_LAYER = getattr(_cache_utils, "DynamicLayer", object)
+_CACHE_NAMES = ("cache", "past_key_values")
+
+CONTRACT: tuple[Requirement, ...] = (
+    Requirement("Qwen2_5_VLDecoderLayer.forward", _has_parameters(_DECODER_LAYER.forward, "hidden_states", "attention_mask", "position_embeddings", "use_cache")),
+    Requirement("Qwen2_5_VLDecoderLayer.forward cache keyword", _one_of(_DECODER_LAYER.forward, *_CACHE_NAMES)),
+    Requirement("Qwen2_5_VLAttention projections", _attention_projections),
+    Requirement("Qwen2_5_VLTextModel modules", _has_attributes(QwenTextModel, "forward", "post_init")),
+    Requirement("Qwen2_5_VLRotaryEmbedding.forward", _positional_prefix(_qwen.Qwen2_5_VLRotaryEmbedding.forward, "self", "x", "position_ids")),
+    Requirement("apply_rotary_pos_emb", _positional_prefix(_qwen.apply_rotary_pos_emb, "q", "k", "cos", "sin")),
+    Requirement("repeat_kv", _positional_prefix(_qwen.repeat_kv, "hidden_states", "n_rep")),
+    Requirement("create_causal_mask", _has_parameters(_masking.create_causal_mask, "config", "attention_mask", "layer_idx")),
+    Requirement("create_causal_mask embeddings keyword", _one_of(_masking.create_causal_mask, "inputs_embeds", "input_embeds")),
+    Requirement("create_causal_mask cache keyword", _one_of(_masking.create_causal_mask, *_CACHE_NAMES)),
+    Requirement("DynamicCache(config=...)", _has_parameters(DynamicCache.__init__, "config")),
+    Requirement("DynamicCache per-layer keys/values", _dynamic_layer_tensors),
+    Requirement("Qwen2_5_VisionTransformerPretrainedModel.forward", _positional_prefix(QwenVisionTower.forward, "self", "hidden_states", "grid_thw")),
+    Requirement("Qwen2_5_VisionTransformerPretrainedModel attributes", _vision_tower_attributes),
+    Requirement("Qwen2_5_VLVisionBlock.forward", _positional_prefix(_VISION_BLOCK.forward, "self", "hidden_states", "cu_seqlens")),
+    Requirement("Qwen2_5_VLVisionBlock.forward rotary keyword", _one_of(_VISION_BLOCK.forward, "position_embeddings", "rotary_pos_emb")),
+    Requirement("Qwen2_5_VLVisionAttention layout", _vision_attention_layout),
+    Requirement("apply_rotary_pos_emb_vision", _positional_prefix(_qwen.apply_rotary_pos_emb_vision, "q", "k", "cos", "sin")),
+    Requirement("Qwen2_5_VisionPatchEmbed", _has_parameters(_qwen.Qwen2_5_VisionPatchEmbed.__init__, "patch_size", "temporal_patch_size", "in_channels", "embed_dim")),
+    Requirement("transformers.initialization", _init_functions),
+)
+
+
+def check_contract(requirements: tuple[Requirement, ...] = CONTRACT) -> list[str]:
+    """What the installed transformers breaks of the contract, one readable line per piece."""
+    problems = []
+    for requirement in requirements:
+        try:
+            problem = requirement.check()
+        except Exception as error:  # a missing class or an unreadable source is a break too
+            problem = f"{type(error).__name__}: {error}"
+        if problem:
+            problems.append(f"{requirement.piece}: {problem}")
+    return problems
+
+
+def incompatibility_message(problems: list[str]) -> str:
+    lines = [f"transformers {TRANSFORMERS_VERSION} is not compatible with PhotonLib (supported: transformers{SUPPORTED_TRANSFORMERS})"]
+    lines += [f"  - {problem}" for problem in problems]
+    lines.append("Install a supported release, e.g. pip install -c PhotonLib/constraints/lock.txt -e ./PhotonLib")
+    return "\n".join(lines)
+
+
+def _verify_installed_release() -> None:
+    problems = check_contract()
+    in_range = TRANSFORMERS_VERSION.release and SUPPORTED_TRANSFORMERS.contains(TRANSFORMERS_VERSION, prereleases=True)
+    if problems:
+        raise IncompatibleTransformersError(incompatibility_message(problems))
+    if not in_range and os.environ.get(ALLOW_UNTESTED_ENV) != "1":
+        raise IncompatibleTransformersError(
+            incompatibility_message([f"release outside the tested range (no incompatible piece detected; set {ALLOW_UNTESTED_ENV}=1 to try it)"])
+        )
+
+
+_verify_installed_release()
+
+# ----------------------------------------------------------------------------- calls chosen once
+_LAYER_CACHE_KEYWORD = next(name for name in _CACHE_NAMES if name in _parameters(_DECODER_LAYER.forward))
+_MASK_PARAMETERS = _parameters(_masking.create_causal_mask)
+_MASK_EMBEDS_KEYWORD = "inputs_embeds" if "inputs_embeds" in _MASK_PARAMETERS else "input_embeds"
+_MASK_CACHE_KEYWORD = next(name for name in _CACHE_NAMES if name in _MASK_PARAMETERS)
+_MASK_NEEDS_CACHE_POSITION = "cache_position" in _MASK_PARAMETERS
+_VISION_ROTARY_KEYWORD = "position_embeddings" if "position_embeddings" in _parameters(_VISION_BLOCK.forward) else "rotary_pos_emb"
+
+# Initialisers that mark a tensor as done, so post_init does not overwrite Photon's choices.
+trunc_normal_ = _init.trunc_normal_
+xavier_uniform_ = _init.xavier_uniform_
+constant_ = _init.constant_
+
+
+# ----------------------------------------------------------------------------- language model
+def new_cache(config) -> DynamicCache:
+    """An empty KV cache for a text configuration."""
+    return DynamicCache(config=config)
+
+
+def cache_length(cache: DynamicCache, layer: int) -> int:
+    """Cached tokens of one decoder layer (0 when the layer has not written yet)."""
+    layers = cache.layers
+    if layer >= len(layers) or not getattr(layers[layer], "is_initialized", True):
+        return 0
+    keys = layers[layer].keys
+    return 0 if keys is None or keys.numel() == 0 else int(keys.shape[-2])
+
+
+def compact_cache(cache: DynamicCache, layers: int, gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Replace the keys and values of layers ``0..layers-1`` by ``gather`` of them.
+
+    ``gather`` takes and returns (B, L, ...) tensors (sequence on dim 1); the cache stores
+    (B, heads, L, head_dim).
+    """
+    for cached in cache.layers[:layers]:
+        cached.keys = gather(cached.keys.transpose(1, 2)).transpose(1, 2)
+        cached.values = gather(cached.values.transpose(1, 2)).transpose(1, 2)
+
+
+class CacheNotFilledError(RuntimeError):
+    """A decoder layer did not write its keys and values: the transformers call is not what it seems."""
+
+
+def check_cache_filled(cache: DynamicCache, num_layers: int, length: int) -> None:
+    """After a prefill of ``length`` tokens (after pruning), every layer holds exactly that many."""
+    lengths = [cache_length(cache, layer) for layer in range(num_layers)]
+    wrong = [layer for layer, found in enumerate(lengths) if found != length]
+    if wrong:
+        raise CacheNotFilledError(
+            f"after prefill the KV cache of decoder layer(s) {wrong} holds {[lengths[i] for i in wrong]} tokens, "
+            f"expected {length}: transformers {TRANSFORMERS_VERSION}'s decoder layer did not take the cache "
+            f"through the {_LAYER_CACHE_KEYWORD!r} keyword ({incompatibility_hint()})"
+        )
+
+
+def incompatibility_hint() -> str:
+    return f"supported: transformers{SUPPORTED_TRANSFORMERS}"
+
+
+def causal_mask(config, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, cache: DynamicCache | None, layer_idx: int | None = None):
+    """transformers' causal + padding mask for the current attention implementation.
+
+    ``layer_idx`` sizes the mask from that layer's cache (after pruning, layer 0's cache is
+    shorter than the prompt still to be written by the later layers).
+    """
+    arguments = {"config": config, _MASK_EMBEDS_KEYWORD: inputs_embeds, "attention_mask": attention_mask, _MASK_CACHE_KEYWORD: cache}
+    if layer_idx is not None:
+        arguments["layer_idx"] = layer_idx
+    if _MASK_NEEDS_CACHE_POSITION:
+        past = cache_length(cache, layer_idx or 0) if cache is not None else 0
+        arguments["cache_position"] = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)
+    return _masking.create_causal_mask(**arguments)
+
+
+def rotary_embeddings(text_model: nn.Module, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """M-RoPE cos/sin (B, L, head_dim), the three sections already interleaved, for (3, B, L) positions."""
+    return text_model.rotary_emb(hidden, position_ids)
+
+
+def run_decoder_layer(
+    layer,
+    hidden: torch.Tensor,
+    attention_mask,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    cache: DynamicCache | None = None,
+    use_cache: bool = False,
+) -> torch.Tensor:
+    """One Qwen2.5-VL decoder layer; returns its output hidden states."""
+    output = layer(
+        hidden,
+        attention_mask=attention_mask,
+        position_embeddings=position_embeddings,
+        use_cache=use_cache,
+        **{_LAYER_CACHE_KEYWORD: cache},
+    )
+    return output[0] if isinstance(output, tuple) else output
+
+
+def attention_queries_keys(layer, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoder layer's post-RoPE queries and keys (B, heads, L, head_dim) from its input ``hidden``.
+
+    Keys are repeated to the query heads (grouped-query attention).
+    """
+    attention = layer.self_attn
+    batch, length, _ = hidden.shape
+    normed = layer.input_layernorm(hidden)
+    queries = attention.q_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
+    keys = attention.k_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
+    cos, sin = position_embeddings
+    queries, keys = _qwen.apply_rotary_pos_emb(queries, keys, cos, sin)
+    return queries, _qwen.repeat_kv(keys, attention.num_key_value_groups)
+
+
+def attention_implementation(config) -> str:
+    """The attention kernel a configuration runs with (``sdpa``, ``eager``, ``flash_attention_2``)."""
+    return config._attn_implementation
+
+
+def build_submodel(model_class, config, **kwargs):
+    """A sub-model built the way transformers builds its own (dtype and attention from ``config``)."""
+    return model_class._from_config(config, **kwargs)
+
+
+# ----------------------------------------------------------------------------- vision tower
+def vision_tokens(tower, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    """The tower's merged (language-model) tokens for all volumes, concatenated (V, D)."""
+    output = tower(pixel_values, grid_thw=grid_thw)
+    if isinstance(output, torch.Tensor):
+        return output
+    return output.pooler_output
+
+
+def vision_window_index(tower, grid_thw: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
+    """The tower's window order: window-order merge group i is patch-order group ``window_index[i]``."""
+    from transformers.vision_utils import get_vision_window_index
+
+    # A copy: get_vision_window_index pops precomputed entries, the tower still needs them.
+    window_index, _ = get_vision_window_index(
+        grid_thw, spatial_merge_size=tower.spatial_merge_size, window_size=tower.window_size,
+        patch_size=tower.patch_size, kwargs=dict(call_kwargs),
+    )  # fmt: skip
+    return window_index
+
+
+def vision_block_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(hidden, cu_seqlens, rotary cos/sin) of a vision block call, seen from a forward pre-hook."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
+    rotary = kwargs[_VISION_ROTARY_KEYWORD] if _VISION_ROTARY_KEYWORD in kwargs else args[2]
+    return hidden, cu_seqlens, rotary
+
+
+def vision_block_queries_keys(block, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """A vision block's (post-rotary queries, post-rotary keys, pre-rotary keys, scaling), each (S, heads, d)."""
+    attention = block.attn
+    length = hidden.shape[0]
+    normed = block.norm1(hidden)
+    queries, keys, _ = attention.qkv(normed).reshape(length, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    cos, sin = rotary
+    rotated_queries, rotated_keys = _qwen.apply_rotary_pos_emb_vision(queries, keys, cos, sin)
+    return rotated_queries, rotated_keys, keys, attention.scaling
+
