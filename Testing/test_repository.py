@@ -35,7 +35,16 @@ def test_ci_installs_what_the_quick_start_installs():
     for package in installs:
         assert package in ci
     assert quick_start_steps[0] == "python3 -m venv .venv"
-    assert quick_start_steps[-1].startswith(".venv/bin/photon info")
+    assert quick_start_steps[-1].startswith('.venv/bin/photon ask "')
+
+
+def test_quick_start_installs_photonlib_with_the_lock_file():
+    setup, _ = readme_commands()
+    photonlib_install = next(step for step in setup.split("&&") if "PhotonLib[test]" in step).split()
+    assert "-c" in photonlib_install, "the quick start installs PhotonLib without the lock"
+    lock = photonlib_install[photonlib_install.index("-c") + 1]
+    assert lock == "PhotonLib/constraints/lock.txt"
+    assert (ROOT / lock).is_file()
 
 
 def test_ci_script_fails_on_error():

@@ -22,6 +22,9 @@ import numpy as np
 #: CMakeLists.txt): <lib>/qt-scripted-modules/PhotonSlicerLib/ -> <lib>/PhotonLib. The source
 #: tree has the same shape: PhotonSlicer/PhotonSlicerLib/ -> PhotonLib.
 BUNDLED_PHOTONLIB_DIR = Path(__file__).resolve().parents[2] / "PhotonLib"
+#: Exact tested versions of PhotonLib's dependencies, for ``pip install -c`` when installing the
+#: backend's Python (docs/slicer.md); it is part of the bundled PhotonLib folder.
+BUNDLED_LOCK_FILE = BUNDLED_PHOTONLIB_DIR / "constraints" / "lock.txt"
 
 
 def ensure_photonlib_importable(bundled_dir: Path = BUNDLED_PHOTONLIB_DIR) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from photonlib.cli.volume_options import EXAMPLE_VOLUME
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume import read_volume, write_volume
 
@@ -39,6 +41,26 @@ def test_ask_writes_heatmap_in_the_input_geometry_and_a_picture(tmp_path):
     assert 0.0 <= heatmap.array.min() and heatmap.array.max() <= 1.0
     picture = sitk.ReadImage(str(tmp_path / "picture.png"))
     assert picture.GetNumberOfComponentsPerPixel() == 3 and picture.GetSize()[0] >= 600
+
+
+def test_ask_without_volume_answers_about_the_bundled_example_and_says_where_it_wrote(tmp_path):
+    """The README's quick start: the answer, the tokens kept of the total and the two files written."""
+    result = subprocess.run(
+        [str(PHOTON), "ask", "Is there a lesion in the liver?", "--max-new-tokens", "4",
+         "--heatmap", "heatmap.nrrd", "--png", "heatmap.png"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4, result.stdout
+    assert lines[0].strip(), "the first line is the answer"
+    kept = re.fullmatch(r"\[(\d+) of (\d+) visual tokens kept; .*\]", lines[1])
+    assert kept and 0 < int(kept.group(1)) <= int(kept.group(2)), lines[1]
+    assert lines[2].endswith(f": {tmp_path.resolve() / 'heatmap.nrrd'}") and lines[2].startswith("heatmap")
+    assert lines[3].endswith(f": {tmp_path.resolve() / 'heatmap.png'}") and lines[3].startswith("picture")
+    example = read_volume(EXAMPLE_VOLUME)
+    assert read_volume(tmp_path / "heatmap.nrrd").geometry.isclose(example.geometry, atol_mm=1e-4)
+    assert (tmp_path / "heatmap.png").stat().st_size > 0
 
 
 def test_ask_refuses_bad_input_with_one_line(tmp_path):

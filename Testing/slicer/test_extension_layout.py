@@ -9,6 +9,7 @@ these only show up after packaging, so they are checked here on every test run.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib.util
 import py_compile
 import re
@@ -287,6 +288,31 @@ def test_extension_builds_the_module():
         for arguments in installs
     ), "the top-level CMakeLists.txt must install the PhotonLib folder"
     assert (REPOSITORY_ROOT / "PhotonLib" / "photonlib" / "__init__.py").is_file()
+
+
+def test_the_lock_travels_with_the_bundled_photonlib(monkeypatch):
+    """The module tells users to install the backend with ``-c <bundled PhotonLib>/constraints/lock.txt``."""
+    monkeypatch.syspath_prepend(str(MODULE_DIR))
+    from PhotonSlicerLib.backend import BUNDLED_LOCK_FILE, BUNDLED_PHOTONLIB_DIR
+
+    assert BUNDLED_LOCK_FILE == REPOSITORY_ROOT / "PhotonLib" / "constraints" / "lock.txt"
+    assert BUNDLED_LOCK_FILE.is_file() and BUNDLED_LOCK_FILE.is_relative_to(BUNDLED_PHOTONLIB_DIR)
+    commands = cmake_commands((REPOSITORY_ROOT / "CMakeLists.txt").read_text(encoding="utf-8"))
+    installs_photonlib = [
+        arguments
+        for name, arguments in commands
+        if name == "install" and any(argument.rstrip("/").endswith("/PhotonLib") for argument in arguments)
+    ]
+    (arguments,) = installs_photonlib
+    # What the install call leaves out: PATTERN globs match a file or folder name, REGEX the whole path.
+    relative = BUNDLED_LOCK_FILE.relative_to(REPOSITORY_ROOT)
+    for keyword, value in zip(arguments, arguments[1:]):
+        if keyword == "PATTERN":
+            dropped = any(fnmatch.fnmatchcase(part, value) for part in relative.parts)
+            assert not dropped, f"PATTERN {value} drops the lock"
+        elif keyword == "REGEX":
+            for path in (relative.parent, relative):
+                assert not re.search(value, f"/{path.as_posix()}"), f"REGEX {value} drops the lock"
 
 
 # --------------------------------------------------------------------------------------------

@@ -90,6 +90,12 @@ def print_result(result: dict, as_json: bool) -> None:
             f"[{result['tokens_kept']} of {result['tokens_total']} visual tokens kept; "
             f"{result['timings'].get('total', 0.0):.2f} s; model {result['model']}]"
         )
+        # Absolute paths, so the files can be opened (e.g. in Slicer) from wherever this ran.
+        if result["heatmap"]:
+            heatmap_path = Path(result["heatmap"]).resolve()
+            print(f"heatmap (keep probability per voxel, in the volume's geometry): {heatmap_path}")
+        if result["png"]:
+            print(f"picture (three slices with the heatmap): {Path(result['png']).resolve()}")
 
 
 def run_remote(args: argparse.Namespace, volume: Volume) -> int:

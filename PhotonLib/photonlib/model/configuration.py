@@ -68,6 +68,11 @@ class PhotonConfig(Qwen2_5_VLConfig):
     its_answer_sees_dropped: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
+        if self.vision_config is None:
+            # PhotonConfig() is a valid Photon (3B vision tower with the one-channel 3D patch
+            # embedding), not Qwen's three-channel default: transformers builds one to compare
+            # against when it saves a configuration.
+            self.vision_config = _PRESETS["qwen2.5-vl-3b"]()["vision_config"]
         super().__post_init__(**kwargs)
         layers = self.text_config.num_hidden_layers
         if self.its_layer is None:

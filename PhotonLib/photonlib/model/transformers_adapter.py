@@ -42,7 +42,11 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as _qwen
 
 #: The releases this adapter is written and tested for (keep equal to pyproject.toml's range).
-SUPPORTED_TRANSFORMERS = SpecifierSet(">=5.0,<5.25")
+#: 5.17 is the floor: from that release Qwen2.5-VL's rotary embedding returns the combined
+#: M-RoPE cos/sin (before, each layer combined three rows itself) and the vision tower takes its
+#: window order from ``transformers.vision_utils``.
+SUPPORTED_RANGE = ">=5.17,<5.25"
+SUPPORTED_TRANSFORMERS = SpecifierSet(SUPPORTED_RANGE)
 #: Set to 1 to run on a release outside the range when no incompatibility is detected.
 ALLOW_UNTESTED_ENV = "PHOTON_ALLOW_UNTESTED_TRANSFORMERS"
 TRANSFORMERS_VERSION = Version(transformers.__version__)
@@ -75,37 +79,46 @@ def _parameters(function: Callable) -> list[str]:
     return list(inspect.signature(inspect.unwrap(function)).parameters)
 
 
-def _has_parameters(function: Callable, *names: str) -> Callable[[], str | None]:
+def _has_parameters(target: Callable[[], Callable], *names: str) -> Callable[[], str | None]:
     def check() -> str | None:
-        found = _parameters(function)
+        found = _parameters(target())
         missing = [name for name in names if name not in found]
         return f"missing parameter(s) {', '.join(missing)}; signature is ({', '.join(found)})" if missing else None
 
     return check
 
 
-def _has_attributes(owner: object, *names: str) -> Callable[[], str | None]:
+def _has_attributes(target: Callable[[], object], *names: str) -> Callable[[], str | None]:
     def check() -> str | None:
+        owner = target()
         missing = [name for name in names if not hasattr(owner, name)]
         return f"missing attribute(s) {', '.join(missing)}" if missing else None
 
     return check
 
 
-def _positional_prefix(function: Callable, *names: str) -> Callable[[], str | None]:
+def _positional_prefix(target: Callable[[], Callable], *names: str) -> Callable[[], str | None]:
     """The first parameters are exactly ``names`` in this order (they are passed positionally)."""
 
     def check() -> str | None:
-        found = _parameters(function)[: len(names)]
-        return None if tuple(found) == names else f"expected leading parameters ({', '.join(names)}), found ({', '.join(found)})"
+        found = _parameters(target())[: len(names)]
+        return (
+            None
+            if tuple(found) == names
+            else f"expected leading parameters ({', '.join(names)}), found ({', '.join(found)})"
+        )
 
     return check
 
 
-def _one_of(function: Callable, *names: str) -> Callable[[], str | None]:
+def _one_of(target: Callable[[], Callable], *names: str) -> Callable[[], str | None]:
     def check() -> str | None:
-        found = _parameters(function)
-        return None if any(name in found for name in names) else f"has none of {', '.join(names)}; signature is ({', '.join(found)})"
+        found = _parameters(target())
+        return (
+            None
+            if any(name in found for name in names)
+            else f"has none of {', '.join(names)}; signature is ({', '.join(found)})"
+        )
 
     return check
 
@@ -117,7 +130,9 @@ def _init_functions() -> str | None:
 
 def _attention_projections() -> str | None:
     source = inspect.getsource(_qwen.Qwen2_5_VLAttention.__init__)
-    missing = [name for name in ("q_proj", "k_proj", "head_dim", "num_key_value_groups") if f"self.{name}" not in source]
+    missing = [
+        name for name in ("q_proj", "k_proj", "head_dim", "num_key_value_groups") if f"self.{name}" not in source
+    ]
     return f"no longer sets {', '.join(missing)}" if missing else None
 
 
@@ -147,30 +162,100 @@ _VISION_BLOCK = _qwen.Qwen2_5_VLVisionBlock
 _VISION_ATTENTION = _qwen.Qwen2_5_VLVisionAttention
 _DECODER_LAYER = _qwen.Qwen2_5_VLDecoderLayer
 _DYNAMIC_LAYER = getattr(_cache_utils, "DynamicLayer", object)
-_CACHE_NAMES = ("cache", "past_key_values")
+_CACHE_NAMES = ("cache", "past_key_values")  # 5.24 renamed past_key_values to cache
 
-CONTRACT: tuple[Requirement, ...] = (
-    Requirement("Qwen2_5_VLDecoderLayer.forward", _has_parameters(_DECODER_LAYER.forward, "hidden_states", "attention_mask", "position_embeddings", "use_cache")),
-    Requirement("Qwen2_5_VLDecoderLayer.forward cache keyword", _one_of(_DECODER_LAYER.forward, *_CACHE_NAMES)),
-    Requirement("Qwen2_5_VLAttention projections", _attention_projections),
-    Requirement("Qwen2_5_VLTextModel modules", _has_attributes(QwenTextModel, "forward", "post_init")),
-    Requirement("Qwen2_5_VLRotaryEmbedding.forward", _positional_prefix(_qwen.Qwen2_5_VLRotaryEmbedding.forward, "self", "x", "position_ids")),
-    Requirement("apply_rotary_pos_emb", _positional_prefix(_qwen.apply_rotary_pos_emb, "q", "k", "cos", "sin")),
-    Requirement("repeat_kv", _positional_prefix(_qwen.repeat_kv, "hidden_states", "n_rep")),
-    Requirement("create_causal_mask", _has_parameters(_masking.create_causal_mask, "config", "attention_mask", "layer_idx")),
-    Requirement("create_causal_mask embeddings keyword", _one_of(_masking.create_causal_mask, "inputs_embeds", "input_embeds")),
-    Requirement("create_causal_mask cache keyword", _one_of(_masking.create_causal_mask, *_CACHE_NAMES)),
-    Requirement("DynamicCache(config=...)", _has_parameters(DynamicCache.__init__, "config")),
-    Requirement("DynamicCache per-layer keys/values", _dynamic_layer_tensors),
-    Requirement("Qwen2_5_VisionTransformerPretrainedModel.forward", _positional_prefix(QwenVisionTower.forward, "self", "hidden_states", "grid_thw")),
-    Requirement("Qwen2_5_VisionTransformerPretrainedModel attributes", _vision_tower_attributes),
-    Requirement("Qwen2_5_VLVisionBlock.forward", _positional_prefix(_VISION_BLOCK.forward, "self", "hidden_states", "cu_seqlens")),
-    Requirement("Qwen2_5_VLVisionBlock.forward rotary keyword", _one_of(_VISION_BLOCK.forward, "position_embeddings", "rotary_pos_emb")),
-    Requirement("Qwen2_5_VLVisionAttention layout", _vision_attention_layout),
-    Requirement("apply_rotary_pos_emb_vision", _positional_prefix(_qwen.apply_rotary_pos_emb_vision, "q", "k", "cos", "sin")),
-    Requirement("Qwen2_5_VisionPatchEmbed", _has_parameters(_qwen.Qwen2_5_VisionPatchEmbed.__init__, "patch_size", "temporal_patch_size", "in_channels", "embed_dim")),
-    Requirement("transformers.initialization", _init_functions),
-)
+
+def _vision_window_function():
+    from transformers import vision_utils
+
+    return vision_utils.get_vision_window_index
+
+
+def build_contract() -> tuple[Requirement, ...]:
+    """The contract, read from transformers' classes and functions as they are now."""
+    return (
+        Requirement(
+            "Qwen2_5_VLDecoderLayer.forward",
+            _has_parameters(
+                lambda: _qwen.Qwen2_5_VLDecoderLayer.forward,
+                "hidden_states",
+                "attention_mask",
+                "position_embeddings",
+                "use_cache",
+            ),
+        ),
+        Requirement(
+            "Qwen2_5_VLDecoderLayer.forward cache keyword",
+            _one_of(lambda: _qwen.Qwen2_5_VLDecoderLayer.forward, *_CACHE_NAMES),
+        ),
+        Requirement("Qwen2_5_VLAttention projections", _attention_projections),
+        Requirement(
+            "PreTrainedModel construction",
+            _has_attributes(lambda: QwenPreTrainedModel, "_from_config", "post_init", "_init_weights"),
+        ),
+        Requirement(
+            "Qwen2_5_VLRotaryEmbedding.forward",
+            _positional_prefix(lambda: _qwen.Qwen2_5_VLRotaryEmbedding.forward, "self", "x", "position_ids"),
+        ),
+        Requirement(
+            "apply_rotary_pos_emb", _positional_prefix(lambda: _qwen.apply_rotary_pos_emb, "q", "k", "cos", "sin")
+        ),
+        Requirement("repeat_kv", _positional_prefix(lambda: _qwen.repeat_kv, "hidden_states", "n_rep")),
+        Requirement(
+            "create_causal_mask",
+            _has_parameters(lambda: _masking.create_causal_mask, "config", "attention_mask", "layer_idx"),
+        ),
+        Requirement(
+            "create_causal_mask embeddings keyword",
+            _has_parameters(lambda: _masking.create_causal_mask, "inputs_embeds"),
+        ),
+        Requirement("create_causal_mask cache keyword", _one_of(lambda: _masking.create_causal_mask, *_CACHE_NAMES)),
+        Requirement("DynamicCache(config=...)", _has_parameters(lambda: DynamicCache.__init__, "config")),
+        Requirement("DynamicCache per-layer keys/values", _dynamic_layer_tensors),
+        Requirement(
+            "Qwen2_5_VisionTransformerPretrainedModel.forward",
+            _positional_prefix(lambda: QwenVisionTower.forward, "self", "hidden_states", "grid_thw"),
+        ),
+        Requirement("Qwen2_5_VisionTransformerPretrainedModel attributes", _vision_tower_attributes),
+        Requirement(
+            "Qwen2_5_VLVisionBlock.forward",
+            _positional_prefix(lambda: _VISION_BLOCK.forward, "self", "hidden_states", "cu_seqlens"),
+        ),
+        Requirement(
+            "Qwen2_5_VLVisionBlock.forward rotary keyword",
+            _has_parameters(lambda: _VISION_BLOCK.forward, "position_embeddings"),
+        ),
+        Requirement(
+            "vision_utils.get_vision_window_index",
+            _has_parameters(
+                lambda: _vision_window_function(),
+                "grid_thw",
+                "spatial_merge_size",
+                "window_size",
+                "patch_size",
+                "kwargs",
+            ),
+        ),
+        Requirement("Qwen2_5_VLVisionAttention layout", _vision_attention_layout),
+        Requirement(
+            "apply_rotary_pos_emb_vision",
+            _positional_prefix(lambda: _qwen.apply_rotary_pos_emb_vision, "q", "k", "cos", "sin"),
+        ),
+        Requirement(
+            "Qwen2_5_VisionPatchEmbed",
+            _has_parameters(
+                lambda: _qwen.Qwen2_5_VisionPatchEmbed.__init__,
+                "patch_size",
+                "temporal_patch_size",
+                "in_channels",
+                "embed_dim",
+            ),
+        ),
+        Requirement("transformers.initialization", _init_functions),
+    )
+
+
+CONTRACT = build_contract()
 
 
 def check_contract(requirements: tuple[Requirement, ...] = CONTRACT) -> list[str]:
@@ -187,7 +272,9 @@ def check_contract(requirements: tuple[Requirement, ...] = CONTRACT) -> list[str
 
 
 def incompatibility_message(problems: list[str]) -> str:
-    lines = [f"transformers {TRANSFORMERS_VERSION} is not compatible with PhotonLib (supported: transformers{SUPPORTED_TRANSFORMERS})"]
+    lines = [
+        f"transformers {TRANSFORMERS_VERSION} is not compatible with PhotonLib (supported: transformers{SUPPORTED_RANGE})"
+    ]
     lines += [f"  - {problem}" for problem in problems]
     lines.append("Install a supported release, e.g. pip install -c PhotonLib/constraints/lock.txt -e ./PhotonLib")
     return "\n".join(lines)
@@ -200,7 +287,11 @@ def _verify_installed_release() -> None:
         raise IncompatibleTransformersError(incompatibility_message(problems))
     if not in_range and os.environ.get(ALLOW_UNTESTED_ENV) != "1":
         raise IncompatibleTransformersError(
-            incompatibility_message([f"release outside the tested range (no incompatible piece detected; set {ALLOW_UNTESTED_ENV}=1 to try it)"])
+            incompatibility_message(
+                [
+                    f"release outside the tested range (no incompatible piece detected; set {ALLOW_UNTESTED_ENV}=1 to try it)"
+                ]
+            )
         )
 
 
@@ -208,11 +299,7 @@ _verify_installed_release()
 
 # ----------------------------------------------------------------------------- calls chosen once
 _LAYER_CACHE_KEYWORD = next(name for name in _CACHE_NAMES if name in _parameters(_DECODER_LAYER.forward))
-_MASK_PARAMETERS = _parameters(_masking.create_causal_mask)
-_MASK_EMBEDS_KEYWORD = "inputs_embeds" if "inputs_embeds" in _MASK_PARAMETERS else "input_embeds"
-_MASK_CACHE_KEYWORD = next(name for name in _CACHE_NAMES if name in _MASK_PARAMETERS)
-_MASK_NEEDS_CACHE_POSITION = "cache_position" in _MASK_PARAMETERS
-_VISION_ROTARY_KEYWORD = "position_embeddings" if "position_embeddings" in _parameters(_VISION_BLOCK.forward) else "rotary_pos_emb"
+_MASK_CACHE_KEYWORD = next(name for name in _CACHE_NAMES if name in _parameters(_masking.create_causal_mask))
 
 # Initialisers that mark a tensor as done, so post_init does not overwrite Photon's choices.
 trunc_normal_ = _init.trunc_normal_
@@ -242,6 +329,8 @@ def compact_cache(cache: DynamicCache, layers: int, gather: Callable[[torch.Tens
     (B, heads, L, head_dim).
     """
     for cached in cache.layers[:layers]:
+        if cached.keys is None:  # never written: check_cache_filled reports it after the prefill
+            continue
         cached.keys = gather(cached.keys.transpose(1, 2)).transpose(1, 2)
         cached.values = gather(cached.values.transpose(1, 2)).transpose(1, 2)
 
@@ -263,25 +352,35 @@ def check_cache_filled(cache: DynamicCache, num_layers: int, length: int) -> Non
 
 
 def incompatibility_hint() -> str:
-    return f"supported: transformers{SUPPORTED_TRANSFORMERS}"
+    return f"supported: transformers{SUPPORTED_RANGE}"
 
 
-def causal_mask(config, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, cache: DynamicCache | None, layer_idx: int | None = None):
+def causal_mask(
+    config,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: DynamicCache | None,
+    layer_idx: int | None = None,
+):
     """transformers' causal + padding mask for the current attention implementation.
 
     ``layer_idx`` sizes the mask from that layer's cache (after pruning, layer 0's cache is
     shorter than the prompt still to be written by the later layers).
     """
-    arguments = {"config": config, _MASK_EMBEDS_KEYWORD: inputs_embeds, "attention_mask": attention_mask, _MASK_CACHE_KEYWORD: cache}
+    arguments = {
+        "config": config,
+        "inputs_embeds": inputs_embeds,
+        "attention_mask": attention_mask,
+        _MASK_CACHE_KEYWORD: cache,
+    }
     if layer_idx is not None:
         arguments["layer_idx"] = layer_idx
-    if _MASK_NEEDS_CACHE_POSITION:
-        past = cache_length(cache, layer_idx or 0) if cache is not None else 0
-        arguments["cache_position"] = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)
     return _masking.create_causal_mask(**arguments)
 
 
-def rotary_embeddings(text_model: nn.Module, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_embeddings(
+    text_model: nn.Module, hidden: torch.Tensor, position_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """M-RoPE cos/sin (B, L, head_dim), the three sections already interleaved, for (3, B, L) positions."""
     return text_model.rotary_emb(hidden, position_ids)
 
@@ -302,10 +401,12 @@ def run_decoder_layer(
         use_cache=use_cache,
         **{_LAYER_CACHE_KEYWORD: cache},
     )
-    return output[0] if isinstance(output, tuple) else output
+    return output
 
 
-def attention_queries_keys(layer, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_queries_keys(
+    layer, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A decoder layer's post-RoPE queries and keys (B, heads, L, head_dim) from its input ``hidden``.
 
     Keys are repeated to the query heads (grouped-query attention).
@@ -333,33 +434,32 @@ def build_submodel(model_class, config, **kwargs):
 # ----------------------------------------------------------------------------- vision tower
 def vision_tokens(tower, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
     """The tower's merged (language-model) tokens for all volumes, concatenated (V, D)."""
-    output = tower(pixel_values, grid_thw=grid_thw)
-    if isinstance(output, torch.Tensor):
-        return output
-    return output.pooler_output
+    return tower(pixel_values, grid_thw=grid_thw).pooler_output
 
 
 def vision_window_index(tower, grid_thw: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
     """The tower's window order: window-order merge group i is patch-order group ``window_index[i]``."""
-    from transformers.vision_utils import get_vision_window_index
-
     # A copy: get_vision_window_index pops precomputed entries, the tower still needs them.
-    window_index, _ = get_vision_window_index(
+    window_index, _ = _vision_window_function()(
         grid_thw, spatial_merge_size=tower.spatial_merge_size, window_size=tower.window_size,
         patch_size=tower.patch_size, kwargs=dict(call_kwargs),
     )  # fmt: skip
     return window_index
 
 
-def vision_block_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+def vision_block_inputs(
+    args: tuple, kwargs: dict
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """(hidden, cu_seqlens, rotary cos/sin) of a vision block call, seen from a forward pre-hook."""
     hidden = args[0] if args else kwargs["hidden_states"]
     cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
-    rotary = kwargs[_VISION_ROTARY_KEYWORD] if _VISION_ROTARY_KEYWORD in kwargs else args[2]
+    rotary = kwargs["position_embeddings"] if "position_embeddings" in kwargs else args[2]
     return hidden, cu_seqlens, rotary
 
 
-def vision_block_queries_keys(block, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+def vision_block_queries_keys(
+    block, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """A vision block's (post-rotary queries, post-rotary keys, pre-rotary keys, scaling), each (S, heads, d)."""
     attention = block.attn
     length = hidden.shape[0]
@@ -368,4 +468,3 @@ def vision_block_queries_keys(block, hidden: torch.Tensor, rotary: tuple[torch.T
     cos, sin = rotary
     rotated_queries, rotated_keys = _qwen.apply_rotary_pos_emb_vision(queries, keys, cos, sin)
     return rotated_queries, rotated_keys, keys, attention.scaling
-
