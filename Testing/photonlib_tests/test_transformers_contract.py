@@ -6,6 +6,9 @@ run at import of ``photonlib.model`` (which then stops with the same list).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -93,3 +96,28 @@ def test_a_layer_that_swallows_the_cache_keyword_fails_loudly(monkeypatch):
         adapter.CacheNotFilledError, match=r"decoder layer\(s\) \[0, 1, 2, 3\] holds \[0, 0, 0, 0\] tokens"
     ):
         model.generate(**batch, max_new_tokens=2)
+
+
+#: transformers modules whose contents are internals: only the adapter may import them.
+INTERNAL_MODULES = re.compile(
+    r"transformers\.(models\.|masking_utils|cache_utils|vision_utils|initialization|modeling_utils|integrations)"
+    r"|from transformers import .*\b(initialization|masking_utils|cache_utils|vision_utils)\b"
+)
+
+
+def test_only_the_adapter_imports_transformers_internals():
+    package = Path(adapter.__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "transformers_adapter.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.lstrip().startswith(("import ", "from ")) and INTERNAL_MODULES.search(line):
+                offenders.append(f"{path.relative_to(package.parent)}:{number}: {line.strip()}")
+    assert not offenders, "transformers internals imported outside the adapter:\n" + "\n".join(offenders)
+
+
+def test_the_layering_check_sees_an_internal_import():
+    assert INTERNAL_MODULES.search("from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import repeat_kv")
+    assert INTERNAL_MODULES.search("from transformers import initialization as init")
+    assert not INTERNAL_MODULES.search("from transformers import AutoTokenizer, Qwen2_5_VLConfig")

@@ -25,6 +25,7 @@ import torch
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor, Turn
 from photonlib.model.configuration import PRUNING_MODES
 from photonlib.model.pruning.pruners import TokenPruner
+from photonlib.model.transformers_adapter import quiet_loading
 from photonlib.volume import PreparedVolume, PreprocessConfig, Volume, map_to_source, prepare_volume, write_heatmap
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class PhotonEngine:
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"{folder}: not a Photon model folder (no config.json)")
         dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-        model = PhotonForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+        with quiet_loading():
+            model = PhotonForConditionalGeneration.from_pretrained(folder, dtype=dtype)
         return cls(model, PhotonProcessor.from_pretrained(folder), folder.name, device)
 
     def info(self) -> dict:

@@ -60,7 +60,6 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -69,11 +68,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, Qwen2_5_VLConfig
-from transformers.utils import logging as hf_logging
 
 from photonlib.model.configuration import PhotonConfig, default_attention_implementation
 from photonlib.model.modeling import PhotonForConditionalGeneration
 from photonlib.model.processing import PhotonProcessor
+from photonlib.model.transformers_adapter import quiet_loading
 from photonlib.volume.preprocess import PreprocessConfig
 
 logger = logging.getLogger(__name__)
@@ -416,27 +415,12 @@ def patch_embedding_from_2d(kernel_2d: torch.Tensor, temporal_patch_size: int) -
 
 
 # ----------------------------------------------------------------------------- model assembly
-@contextmanager
-def _quiet_transformers():
-    """Our own checks report missing and unexpected keys; silence transformers' load report and bar."""
-    verbosity = hf_logging.get_verbosity()
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
 def _build_model(
     config: PhotonConfig, state_dict: dict[str, torch.Tensor], new_keys: Iterable[str], dtype: torch.dtype | None
 ) -> PhotonForConditionalGeneration:
     """transformers' own loading from an in-memory state dict: no second model, missing tensors get Photon's init."""
     options: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-    with _quiet_transformers():
+    with quiet_loading():
         model, info = PhotonForConditionalGeneration.from_pretrained(
             None, config=config, state_dict=state_dict, output_loading_info=True, **options
         )
@@ -651,7 +635,7 @@ def convert_checkpoint(
         model, processor, report = load_released_checkpoint(source, dtype=dtype)
     else:
         model, processor, report = _load_qwen(source, None, patch_init or "released", dtype)
-    with _quiet_transformers():
+    with quiet_loading():
         model.save_pretrained(destination)
     processor.save_pretrained(destination)
     report.destination = destination

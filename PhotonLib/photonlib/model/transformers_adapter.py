@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,7 @@ from transformers import initialization as _init
 from transformers import masking_utils as _masking
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as _qwen
+from transformers.utils import logging as _logging
 
 #: The releases this adapter is written and tested for (keep equal to pyproject.toml's range).
 #: 5.17 is the floor: from that release Qwen2.5-VL's rotary embedding returns the combined
@@ -468,3 +470,20 @@ def vision_block_queries_keys(
     cos, sin = rotary
     rotated_queries, rotated_keys = _qwen.apply_rotary_pos_emb_vision(queries, keys, cos, sin)
     return rotated_queries, rotated_keys, keys, attention.scaling
+
+
+# ----------------------------------------------------------------------------- loading
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No load report or progress bar from transformers: PhotonLib checks keys itself, and a
+    command's output is its answer."""
+    verbosity = _logging.get_verbosity()
+    bar = _logging.is_progress_bar_enabled()
+    _logging.set_verbosity_error()
+    _logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        _logging.set_verbosity(verbosity)
+        if bar:
+            _logging.enable_progress_bar()
