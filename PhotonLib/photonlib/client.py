@@ -319,9 +319,17 @@ class PhotonClient:
         poll_interval: float = 0.25,
         timeout: float | None = None,
     ) -> AskResult:
-        """Poll until the job ends; a cancelled job returns its partial answer (``stopped``)."""
+        """Poll until the job ends; a cancelled job returns its partial answer (``stopped``).
+
+        Raises :class:`JobFailedError` (or a subclass of :class:`PhotonClientError`) when the job
+        ended in error, and :class:`RequestTimeoutError` after ``timeout`` seconds, or once the job
+        has run for twice the server's job timeout (the server ends every job by then; later
+        means it is stuck). Either way the job is cancelled.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         last_version: tuple | None = None
+        running_since: float | None = None
+        stuck_after: float | None = None
         while True:
             try:
                 progress = self.job(job_id)
@@ -336,6 +344,15 @@ class PhotonClient:
             last_version = state
             if progress.finished:
                 return self._result(progress)
+            if progress.status == "running" and running_since is None:
+                running_since, stuck_after = time.monotonic(), self._stuck_after()
+            if stuck_after is not None and time.monotonic() - running_since > stuck_after:
+                with contextlib.suppress(PhotonClientError):
+                    self.cancel(job_id)
+                raise RequestTimeoutError(
+                    f"job {job_id} has been running for over {stuck_after:g} s, well past the server's own job "
+                    f"timeout; the server at {self.url} seems stuck: restart photon serve and ask again"
+                )
             if deadline is not None and time.monotonic() > deadline:
                 with contextlib.suppress(PhotonClientError):
                     self.cancel(job_id)
@@ -385,6 +402,15 @@ class PhotonClient:
             cache_hit=result["cache_hit"], vision_skipped=result["vision_skipped"], timings=result["timings"],
             model=result["model"], client=self,
         )  # fmt: skip
+
+    def _stuck_after(self) -> float | None:
+        """Seconds after which a running job is stuck: the server ends every job at its job
+        timeout (checked between tokens), so twice that and a margin means a step that never returns."""
+        try:
+            job_timeout = float((self._info or self.info())["limits"]["job_timeout_s"])
+        except (PhotonClientError, KeyError, TypeError, ValueError):
+            return None  # an older server, or one that does not say: rely on ``timeout``
+        return 2 * job_timeout + 5
 
     def _existing_volume(self, volume_id: str) -> UploadedVolume | None:
         try:
@@ -471,6 +497,8 @@ class PhotonClient:
             return AuthenticationError(message + hint, status=status, code=code)
         if status == 413:
             return VolumeTooLargeError(message, status=status, code=code)
+        if status == 503 and code == "worker_stopped":
+            return ServerError(message + "; restart photon serve", status=status, code=code)
         if status == 503:
             retry = response.headers.get("Retry-After")
             return ServerBusyError(message, retry_after=float(retry) if retry and retry.isdigit() else None, code=code)

@@ -11,6 +11,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,31 +77,142 @@ def ct_array(geometry: VolumeGeometry, seed: int = 0) -> np.ndarray:
     return (-1000 + 1500 * blob + 20 * rng.normal(size=geometry.array_shape)).astype(np.int16)
 
 
+#: How long a test waits for a server or a job to reach a state (a child's start-up has its own).
+WAIT_S = 20.0
+#: Lines of a child's output quoted when it dies or stops answering.
+LOG_TAIL_LINES = 30
+
+
+class ChildOutput:
+    """Reads a child process's output in a thread, so neither side ever blocks on the pipe.
+
+    The child never stalls on a full pipe (its log is drained all the time), and the test can
+    look for a line with a deadline and quote the last lines when something goes wrong.
+    """
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, args=(stream,), name="child-output", daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        try:
+            for line in iter(stream.readline, ""):
+                with self._changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._changed.notify_all()
+        except (OSError, ValueError):  # the pipe was closed under us
+            pass
+        finally:
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match | None:
+        """The first line matching ``pattern`` once it arrives; None at the deadline or end of output."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        with self._changed:
+            while True:
+                for line in self.lines[checked:]:
+                    match = re.search(pattern, line)
+                    if match:
+                        return match
+                checked = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    return None
+                self._changed.wait(min(remaining, 0.5))
+
+    def tail(self, count: int = LOG_TAIL_LINES) -> str:
+        with self._changed:
+            return "\n".join(self.lines[-count:])
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+@dataclass
+class ServerProcess:
+    """A running ``photon serve`` child: its process, its URL and its output so far."""
+
+    process: subprocess.Popen
+    url: str
+    output: ChildOutput
+
+    def report(self, what: str) -> str:
+        """``what`` with the child's state and its last log lines, for an assertion message."""
+        return child_report(what, self.process, self.output)
+
+
+def child_report(what: str, process: subprocess.Popen, output: ChildOutput) -> str:
+    code = process.poll()
+    state = "still running" if code is None else f"exited with code {code}"
+    return f"{what}; photon serve {state}. Its last log lines:\n{output.tail() or '(no output)'}"
+
+
 @contextlib.contextmanager
-def cli_server(*args: str, env: dict | None = None, startup_timeout: float = 90.0) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``photon serve --port 0 ARGS`` in a subprocess; yields (process, url) once it listens."""
+def cli_server(*args: str, env: dict | None = None, startup_timeout: float = 60.0) -> Iterator[ServerProcess]:
+    """``photon serve --port 0 ARGS`` in a subprocess, once it listens; killed on exit.
+
+    Fails as soon as the child exits (with its exit code and last log lines), or after
+    ``startup_timeout`` seconds without a "listening on" line.
+    """
     process = subprocess.Popen(
         [str(PHOTON), "serve", "--port", "0", "--log-level", "warning", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
+    output = ChildOutput(process.stdout)
     try:
-        url, seen = None, []
-        deadline = time.monotonic() + startup_timeout
-        while url is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-            seen.append(line)
-            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-            url = match.group(1) if match else None
-        if url is None:
-            raise RuntimeError("photon serve did not start:\n" + "".join(seen))
-        yield process, url
+        match = output.wait_for(r"listening on (http://127\.0\.0\.1:\d+)", startup_timeout)
+        if match is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(1)  # it closed its output: let it finish dying, for the exit code
+            reason = "exited before listening" if process.poll() is not None else f"did not listen within {startup_timeout:g} s"
+            raise RuntimeError(child_report(f"photon serve {reason}", process, output))
+        yield ServerProcess(process, match.group(1), output)
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(10)
+        output.join(5)
         process.stdout.close()
+
+
+def wait_until(condition, *, timeout: float = WAIT_S, interval: float = 0.01, what: str = "the condition", server: ServerProcess | None = None):
+    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds.
+
+    ``condition`` may raise AssertionError to fail at once (e.g. a job that ended first). With
+    ``server``, a dead child fails at once too, and the failure quotes its last log lines.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if server is not None and server.process.poll() is not None:
+            raise AssertionError(server.report(f"waiting for {what}"))
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            message = f"{what} not reached within {timeout:g} s"
+            raise AssertionError(server.report(message) if server is not None else message)
+        time.sleep(interval)
+
+
+def wait_for_tokens(client, job_id: str, count: int, *, timeout: float = WAIT_S, server: ServerProcess | None = None):
+    """The job's progress once it has generated more than ``count`` tokens; fails at once if it ends first."""
+
+    def generated():
+        progress = client.job(job_id)
+        if progress.finished:
+            error = progress.raw.get("error") or {}
+            message = f"job {job_id} ended ({progress.status}: {error.get('message', 'no error')}) after {progress.tokens_generated} tokens, before {count + 1}"
+            raise AssertionError(server.report(message) if server is not None else message)
+        return progress if progress.tokens_generated > count else None
+
+    return wait_until(generated, timeout=timeout, what=f"more than {count} tokens of job {job_id}", server=server)
 
 
 def raw_http(url: str, head: bytes, body_chunks=(), *, wait: float = 10.0) -> tuple[int, dict, bytes, int]:

@@ -4,7 +4,9 @@ round trip with exact heatmap geometry, the prepared-volume cache, cancel, queue
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -18,17 +20,22 @@ from photonlib.client import (
     PhotonClient,
     RequestTimeoutError,
     ServerBusyError,
+    ServerError,
 )
+from photonlib.inference import PhotonEngine
 from photonlib.volume import map_to_source, read_volume, write_volume
 from photonlib.volume.image import Volume
 from photonlib.wire import read_nrrd_bytes
 
 from serving_helpers import (
     LONG_ANSWER,
+    WAIT_S,
     ct_array,
     oblique_geometry,
     running_server,
     tiny_engine,
+    wait_for_tokens,
+    wait_until,
 )
 
 
@@ -41,16 +48,6 @@ def server():
 @pytest.fixture
 def client(server):
     return PhotonClient(server.url, timeout=20)
-
-
-def wait_until(condition, timeout=20.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def count_vision_tower_calls(engine):
@@ -77,7 +74,7 @@ def test_ask_round_trip_heatmap_in_the_volume_geometry(client, tmp_path):
     assert uploaded.uploaded and uploaded.geometry.isclose(geometry, atol_mm=1e-9)
 
     progress = []
-    result = client.ask(uploaded.volume_id, "Is there a lesion?", max_new_tokens=6, poll_interval=0.02, on_progress=progress.append)
+    result = client.ask(uploaded.volume_id, "Is there a lesion?", max_new_tokens=6, poll_interval=0.02, on_progress=progress.append, timeout=WAIT_S)
 
     assert result.status == "done" and not result.stopped
     assert result.tokens_total == 64 and 0 <= result.tokens_kept <= 64 and result.tokens_generated == 6
@@ -110,10 +107,10 @@ def test_second_question_skips_preprocessing_and_the_vision_tower(client, server
     calls, handle = count_vision_tower_calls(engine)
     try:
         first_started = time.perf_counter()
-        first = client.ask(uploaded.volume_id, "Where is the lesion?", max_new_tokens=4, poll_interval=0.01)
+        first = client.ask(uploaded.volume_id, "Where is the lesion?", max_new_tokens=4, poll_interval=0.01, timeout=WAIT_S)
         first_seconds = time.perf_counter() - first_started
         second_started = time.perf_counter()
-        second = client.ask(uploaded.volume_id, "How large is it?", history=[("Where is the lesion?", first.answer)], max_new_tokens=4, poll_interval=0.01)
+        second = client.ask(uploaded.volume_id, "How large is it?", history=[("Where is the lesion?", first.answer)], max_new_tokens=4, poll_interval=0.01, timeout=WAIT_S)
         second_seconds = time.perf_counter() - second_started
     finally:
         handle.remove()
@@ -178,7 +175,7 @@ def test_delete_volume_and_unknown_ids(client):
     uploaded = client.upload_array(ct_array(geometry, seed=8), geometry)
     client.delete_volume(uploaded.volume_id)
     with pytest.raises(NotFoundError, match="upload it again"):
-        client.ask(uploaded.volume_id, "Anything?")
+        client.ask(uploaded.volume_id, "Anything?", timeout=WAIT_S)
     with pytest.raises(NotFoundError):
         client.delete_volume(uploaded.volume_id)
     with pytest.raises(NotFoundError):
@@ -202,7 +199,7 @@ def test_cancel_a_running_question(client):
     geometry = oblique_geometry((20, 18, 10))
     uploaded = client.upload_array(ct_array(geometry, seed=10), geometry)
     job = client.submit(uploaded.volume_id, "Tell me everything.", max_new_tokens=LONG_ANSWER)
-    wait_until(lambda: client.job(job.job_id).tokens_generated > 2)
+    wait_for_tokens(client, job.job_id, 2)
     cancelled_at = time.monotonic()
     assert client.cancel(job.job_id).raw["cancel_requested"]
     result = client.wait(job.job_id, poll_interval=0.01, timeout=20)
@@ -218,7 +215,7 @@ def test_full_queue_answers_503_with_retry_after():
         geometry = oblique_geometry((20, 18, 10))
         volume_id = client.upload_array(ct_array(geometry, seed=11), geometry).volume_id
         running = client.submit(volume_id, "first", max_new_tokens=LONG_ANSWER)
-        wait_until(lambda: client.job(running.job_id).status == "running")
+        wait_until(lambda: client.job(running.job_id).status == "running", what="the first job running")
         waiting = client.submit(volume_id, "second", max_new_tokens=LONG_ANSWER)
         assert client.job(waiting.job_id).queue_position == 1
 
@@ -233,8 +230,8 @@ def test_full_queue_answers_503_with_retry_after():
         # A cancelled waiting job frees its place at once.
         assert client.cancel(waiting.job_id).status == "cancelled"
         client.cancel(running.job_id)
-        assert client.wait(running.job_id, poll_interval=0.01).status == "cancelled"
-        assert client.ask(volume_id, "now?", max_new_tokens=2, poll_interval=0.01).status == "done"
+        assert client.wait(running.job_id, poll_interval=0.01, timeout=WAIT_S).status == "cancelled"
+        assert client.ask(volume_id, "now?", max_new_tokens=2, poll_interval=0.01, timeout=WAIT_S).status == "done"
 
 
 def test_job_timeout_is_a_clear_error():
@@ -243,7 +240,7 @@ def test_job_timeout_is_a_clear_error():
         geometry = oblique_geometry((20, 18, 10))
         volume_id = client.upload_array(ct_array(geometry, seed=12), geometry).volume_id
         with pytest.raises(RequestTimeoutError, match="timed out after 0.5 s"):
-            client.ask(volume_id, "Take your time.", max_new_tokens=LONG_ANSWER, poll_interval=0.02)
+            client.ask(volume_id, "Take your time.", max_new_tokens=LONG_ANSWER, poll_interval=0.02, timeout=WAIT_S)
         assert client.health()["status"] == "ok"
 
 
@@ -258,10 +255,10 @@ def test_out_of_memory_becomes_a_job_error_and_the_server_goes_on(client, monkey
 
     monkeypatch.setattr(engine, "ask", out_of_memory)
     with pytest.raises(JobFailedError, match="out of .* memory") as failed:
-        client.ask(volume_id, "Big question", poll_interval=0.01)
+        client.ask(volume_id, "Big question", poll_interval=0.01, timeout=WAIT_S)
     assert failed.value.code == "out_of_memory"
     monkeypatch.undo()
-    assert client.ask(volume_id, "Small question", max_new_tokens=2, poll_interval=0.01).status == "done"
+    assert client.ask(volume_id, "Small question", max_new_tokens=2, poll_interval=0.01, timeout=WAIT_S).status == "done"
 
 
 def test_cache_is_bounded_and_evicts_least_recently_used():
@@ -274,3 +271,100 @@ def test_cache_is_bounded_and_evicts_least_recently_used():
         assert client.volume(ids[2])["volume_id"] == ids[2]
         stats = client.info()["cache"]
         assert stats["entries"] == 2 and stats["evictions"] == 1
+
+
+# ------------------------------------------------------------------ a model call that raises or hangs
+class BrokenUpgradeEngine(PhotonEngine):
+    """The real tiny engine, except that questions starting with "fail" raise as the model did
+    under an incompatible transformers release."""
+
+    def ask(self, case, question, *args, **kwargs):
+        if question.startswith("fail"):
+            raise TypeError("PhotonTextOutput.__init__() got an unexpected keyword argument 'cache'")
+        return super().ask(case, question, *args, **kwargs)
+
+
+class StuckEngine(PhotonEngine):
+    """The real tiny engine, except that every answer first blocks until ``release`` is set."""
+
+    release = threading.Event()
+
+    def ask(self, *args, **kwargs):
+        self.release.wait(2 * WAIT_S)
+        return super().ask(*args, **kwargs)
+
+
+def engine_like(kind: type[PhotonEngine]) -> PhotonEngine:
+    base = tiny_engine()
+    return kind(base.model, base.processor, base.name, "cpu")
+
+
+def test_a_question_whose_model_call_raises_fails_at_once_and_the_server_goes_on():
+    with running_server(engine_like(BrokenUpgradeEngine)) as server:
+        client = PhotonClient(server.url, timeout=20)
+        geometry = oblique_geometry((20, 18, 10))
+        volume_id = client.upload_array(ct_array(geometry, seed=30), geometry).volume_id
+        failing = client.submit(volume_id, "fail, please", max_new_tokens=5)
+        queued_behind = client.submit(volume_id, "And this one?", max_new_tokens=2)
+        started = time.monotonic()
+        with pytest.raises(JobFailedError) as failed:
+            client.wait(failing.job_id, poll_interval=0.01, timeout=WAIT_S)
+        assert time.monotonic() - started < 5
+        assert failed.value.code == "internal"
+        message = str(failed.value)
+        assert "TypeError: PhotonTextOutput.__init__() got an unexpected keyword argument 'cache'" in message
+        assert "the server keeps running" in message
+        progress = client.job(failing.job_id)
+        assert (progress.status, progress.stage) == ("error", "finished")
+
+        # The worker survived: the question queued behind it and a new one are answered.
+        assert client.wait(queued_behind.job_id, poll_interval=0.01, timeout=WAIT_S).status == "done"
+        assert client.ask(volume_id, "Still there?", max_new_tokens=2, poll_interval=0.01, timeout=WAIT_S).status == "done"
+        assert client.health()["status"] == "ok"
+
+
+def test_a_failing_worker_strands_no_queued_question(monkeypatch):
+    """A bug in the worker's own bookkeeping ends it loudly: waiting questions fail, new ones are refused."""
+    with running_server() as server:
+        worker = server.service.worker
+        original = worker._forget_old_jobs
+
+        def broken_in_the_worker():
+            if threading.current_thread().name == "photon-worker":
+                raise RuntimeError("bookkeeping bug")
+            original()
+
+        client = PhotonClient(server.url, timeout=20)
+        geometry = oblique_geometry((20, 18, 10))
+        volume_id = client.upload_array(ct_array(geometry, seed=31), geometry).volume_id
+        running = client.submit(volume_id, "first", max_new_tokens=LONG_ANSWER)
+        wait_for_tokens(client, running.job_id, 0)
+        waiting = client.submit(volume_id, "second", max_new_tokens=2)
+        monkeypatch.setattr(worker, "_forget_old_jobs", broken_in_the_worker)
+        client.cancel(running.job_id)
+
+        with pytest.raises(JobFailedError, match="worker failed .*RuntimeError: bookkeeping bug.*restart photon serve"):
+            client.wait(waiting.job_id, poll_interval=0.01, timeout=WAIT_S)
+        assert client.health()["status"] == "unavailable"
+        with pytest.raises(ServerError, match="answers no more questions.*restart photon serve") as refused:
+            client.submit(volume_id, "third")
+        assert refused.value.status == 503 and refused.value.code == "worker_stopped"
+
+
+def test_a_model_call_that_never_returns_does_not_keep_the_client_waiting():
+    engine = engine_like(StuckEngine)
+    engine.release = threading.Event()
+    try:
+        with running_server(engine, job_timeout_s=0.5) as server:
+            client = PhotonClient(server.url, timeout=20)
+            geometry = oblique_geometry((20, 18, 10))
+            volume_id = client.upload_array(ct_array(geometry, seed=32), geometry).volume_id
+            started = time.monotonic()
+            with ThreadPoolExecutor(1) as pool:  # no client timeout: the server's job timeout bounds it
+                waiting = pool.submit(client.ask, volume_id, "Anything?", max_new_tokens=2, poll_interval=0.05)
+                with pytest.raises(RequestTimeoutError, match="seems stuck: restart photon serve"):
+                    waiting.result(timeout=WAIT_S)
+            assert time.monotonic() - started < 2 * 0.5 + 5 + 3
+            engine.release.set()
+    finally:
+        engine.release.set()

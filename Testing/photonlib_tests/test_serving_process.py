@@ -12,7 +12,7 @@ import photonlib.client as client_module
 from photonlib.client import ConnectionLostError, PhotonClient, ServerNotRunningError
 from photonlib.inference.engine import random_tiny_model
 
-from serving_helpers import LONG_ANSWER, cli_server, ct_array, oblique_geometry
+from serving_helpers import LONG_ANSWER, cli_server, ct_array, oblique_geometry, wait_for_tokens
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,14 @@ def saved_tiny_model(tmp_path_factory):
 
 
 def test_killed_server_gives_the_client_a_clear_error_quickly(saved_tiny_model, monkeypatch):
-    with cli_server("--model", str(saved_tiny_model), "--max-new-tokens", str(LONG_ANSWER)) as (process, url):
+    with cli_server("--model", str(saved_tiny_model), "--max-new-tokens", str(LONG_ANSWER)) as server:
+        process, url = server.process, server.url
         client = PhotonClient(url, timeout=30)
         assert client.check_server()["model"]["name"] == "photon-tiny-saved"
         geometry = oblique_geometry((20, 18, 10))
         volume_id = client.upload_array(ct_array(geometry), geometry).volume_id
         job = client.submit(volume_id, "Tell me everything.", max_new_tokens=LONG_ANSWER)
-        while client.job(job.job_id).tokens_generated < 2:
-            time.sleep(0.02)
+        wait_for_tokens(client, job.job_id, 1, server=server)
 
         # An upload in flight when the server dies: its body trickles (a stand-in for a slow network).
         upload_started = threading.Event()
@@ -63,12 +63,13 @@ def test_killed_server_gives_the_client_a_clear_error_quickly(saved_tiny_model, 
         ]
         for thread in threads:
             thread.start()
-        assert upload_started.wait(10)
+        assert upload_started.wait(10), server.report("the second upload never started")
         time.sleep(0.2)
         process.kill()
         killed_at = time.monotonic()
         for thread in threads:
             thread.join(15)
+        assert not any(thread.is_alive() for thread in threads), server.report("a client call was still waiting 15 s after the kill")
 
     assert isinstance(errors["wait"], ConnectionLostError), errors
     assert "stopped answering" in str(errors["wait"]) and "restart photon serve" in str(errors["wait"])
@@ -80,3 +81,12 @@ def test_killed_server_gives_the_client_a_clear_error_quickly(saved_tiny_model, 
     with pytest.raises(ServerNotRunningError, match="start one with `photon serve`"):
         PhotonClient(url).health()
     assert time.monotonic() - started < 2.0
+
+
+def test_a_server_child_that_dies_fails_at_once_with_its_exit_code_and_log():
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited with code 2") as failed:
+        with cli_server("--max-upload-mb", "lots"):
+            pass
+    assert "--max-upload-mb" in str(failed.value)  # the child's own last lines
+    assert time.monotonic() - started < 30

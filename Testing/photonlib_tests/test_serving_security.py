@@ -33,6 +33,7 @@ from photonlib.wire import encode_raw_volume, raw_volume_header
 from serving_helpers import (
     PHOTON,
     TOKEN,
+    WAIT_S,
     ct_array,
     oblique_geometry,
     raw_http,
@@ -72,7 +73,7 @@ def test_with_a_token_every_route_but_health_needs_it(caplog):
         geometry = oblique_geometry((20, 18, 10))
         volume_id = client.upload_array(ct_array(geometry), geometry).volume_id
         secret_question = "Does patient Jane Q. Example have a lesion?"
-        assert client.ask(volume_id, secret_question, max_new_tokens=2, poll_interval=0.01).status == "done"
+        assert client.ask(volume_id, secret_question, max_new_tokens=2, poll_interval=0.01, timeout=WAIT_S).status == "done"
 
         schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()
         assert "HTTPBearer" in schema["components"]["securitySchemes"]
@@ -243,7 +244,7 @@ def test_bad_volumes_are_refused_with_4xx_and_the_server_keeps_serving(server, t
     client = PhotonClient(server.url)
     geometry = oblique_geometry((20, 18, 10))
     volume_id = client.upload_array(ct_array(geometry, seed=2), geometry).volume_id
-    assert client.ask(volume_id, "Still there?", max_new_tokens=2, poll_interval=0.01).status == "done"
+    assert client.ask(volume_id, "Still there?", max_new_tokens=2, poll_interval=0.01, timeout=WAIT_S).status == "done"
 
 
 def test_the_client_reports_a_bad_volume_with_the_server_reason(server, tmp_path):

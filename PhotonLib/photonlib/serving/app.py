@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photonlib import __version__
 from photonlib.model import Turn
-from photonlib.serving.jobs import FINISHED, Job, JobWorker, QueueFullError
+from photonlib.serving.jobs import FINISHED, Job, JobWorker, QueueFullError, WorkerStoppedError
 from photonlib.serving.schemas import (
     JOB_ID_PATTERN,
     VOLUME_ID_PATTERN,
@@ -221,6 +221,8 @@ class PhotonService:
                 503, "queue_full", f"the server is busy: {error}; retry in {settings.retry_after_s} s",
                 {"Retry-After": str(settings.retry_after_s)},
             ) from None  # fmt: skip
+        except WorkerStoppedError as error:
+            raise ApiError(503, "worker_stopped", f"the server answers no more questions: {error}") from None
         logger.info("job %s: queued for volume %s (max %d new tokens)", job.job_id, entry.volume_id[:12], max_new_tokens)
         return job
 

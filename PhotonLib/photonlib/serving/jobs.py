@@ -3,7 +3,9 @@
 A job is queued (bounded: a full queue is refused, the HTTP layer answers 503), then run:
 prepare the volume unless its prepared case is cached, then answer with streaming progress.
 Cancellation and the job timeout are polled between generated tokens. Any failure, out of
-memory included, ends the job with an error and leaves the worker running.
+memory included, ends the job with an error and leaves the worker running; should the worker
+thread itself ever end unexpectedly, the questions still waiting end with an error too and new
+ones are refused, so no client waits on a job nobody will run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ FINISHED = (DONE, CANCELLED, ERROR)
 
 class QueueFullError(Exception):
     """The worker's queue holds as many questions as it may."""
+
+
+class WorkerStoppedError(Exception):
+    """The worker thread is not running (the server is shutting down, or the worker failed)."""
+
+
+def failure_summary(error: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (shortened), for a job's error message."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -86,6 +99,7 @@ class JobWorker:
         self._condition = threading.Condition()
         self._running: Job | None = None
         self._stopping = False
+        self._failure: str | None = None  # why the worker thread ended, if it was not asked to
         self._thread = threading.Thread(target=self._loop, name="photon-worker", daemon=True)
 
     # ------------------------------------------------------------------ control
@@ -110,6 +124,8 @@ class JobWorker:
     # ------------------------------------------------------------------ jobs
     def submit(self, job: Job) -> Job:
         with self._condition:
+            if self._stopping or self._failure is not None or not self._thread.is_alive():
+                raise WorkerStoppedError(self._failure or "the server is shutting down")
             if len(self._waiting) >= self.queue_size:
                 raise QueueFullError(f"{len(self._waiting)} questions are already waiting (queue size {self.queue_size})")
             self._waiting.append(job)
@@ -149,28 +165,54 @@ class JobWorker:
 
     # ------------------------------------------------------------------ the worker
     def _loop(self) -> None:
-        while True:
+        try:
+            while self._run_next():
+                pass
+        except BaseException as error:  # a bug in the bookkeeping below: say so, strand no one
+            logger.exception("the worker thread failed; the server answers no more questions")
+            self._fail_all(f"the server's worker failed ({failure_summary(error)}); restart photon serve")
+
+    def _run_next(self) -> bool:
+        """Run the next job; False once the worker is asked to stop."""
+        with self._condition:
+            while not self._waiting and not self._stopping:
+                self._condition.wait()
+            if self._stopping:
+                for job in self._waiting:
+                    job.finish(CANCELLED, message="the server is shutting down")
+                self._waiting.clear()
+                return False
+            job = self._waiting.popleft()
+            self._running = job
+            job.status, job.stage, job.started_at = RUNNING, "preparing", time.time()
+            job.version += 1
+        try:
+            self._run(job)
+        except BaseException as error:  # the worker must outlive every job
+            logger.exception("job %s: unexpected failure", job.job_id)
+            job.finish(
+                ERROR, code="internal",
+                message=f"internal server error ({failure_summary(error)}); the server keeps running, its log has the details",
+            )  # fmt: skip
+        finally:
+            if not job.finished.is_set():  # _run returned without an outcome: never leave a job running
+                job.finish(ERROR, code="internal", message="internal server error (the job ended without a result); see the server log")
             with self._condition:
-                while not self._waiting and not self._stopping:
-                    self._condition.wait()
-                if self._stopping:
-                    for job in self._waiting:
-                        job.finish(CANCELLED, message="the server is shutting down")
-                    self._waiting.clear()
-                    return
-                job = self._waiting.popleft()
-                self._running = job
-                job.status, job.stage, job.started_at = RUNNING, "preparing", time.time()
-                job.version += 1
-            try:
-                self._run(job)
-            except BaseException as error:  # the worker must outlive every job
-                logger.exception("job %s: unexpected failure", job.job_id)
-                job.finish(ERROR, code="internal", message=f"internal server error ({type(error).__name__}); see the server log")
-            finally:
-                with self._condition:
-                    self._running = None
-                    self._forget_old_jobs()
+                self._running = None
+                self._forget_old_jobs()
+        return True
+
+    def _fail_all(self, message: str) -> None:
+        """End the running and the waiting jobs with ``message`` and refuse new ones."""
+        with self._condition:
+            self._failure = message
+            stranded = [*([self._running] if self._running is not None else []), *self._waiting]
+            self._waiting.clear()
+            self._running = None
+            for job in stranded:
+                if not job.finished.is_set():
+                    job.finish(ERROR, code="internal", message=message)
+            self._condition.notify_all()
 
     def _run(self, job: Job) -> None:
         started = time.perf_counter()
@@ -207,7 +249,7 @@ class JobWorker:
             job.finish(ERROR, code="bad_volume", message=str(error))
             return
 
-        vision_skipped = cache_hit and self.engine.model.pruner.stage != "vision"
+        vision_skipped = cache_hit and self.engine.pruner.stage != "vision"
         prepare_timings = {"preprocess": 0.0, "vision": 0.0} if cache_hit else dict(case.timings)
         timings = {
             **prepare_timings,
