@@ -96,3 +96,15 @@ def test_photon_eval_scores_the_demo_model_with_a_relative_dataset_path(fresh_ph
     predictions = [json.loads(line) for line in (tmp_path / "results.predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 12 and all(0 < p["tokens_kept"] <= p["tokens_total"] == 512 for p in predictions)
     assert any(p["grounding"] is not None and 0 <= p["grounding"] <= 1 for p in predictions)
+
+
+def test_the_demo_model_keeps_the_positions_and_precision_it_was_trained_with():
+    """Its config.json predates volume_fps and its_score_precision: one temporal position per
+    token (not the release's 28) and exact ITS scores."""
+    from photonlib.inference.engine import EMBEDDED_MODEL_DIR
+    from photonlib.model import PhotonConfig
+
+    config = PhotonConfig.from_pretrained(EMBEDDED_MODEL_DIR)
+    assert "volume_fps" not in json.loads((EMBEDDED_MODEL_DIR / "config.json").read_text())
+    assert config.volume_fps is None and config.temporal_position_scale == 1.0
+    assert config.its_score_precision == "float32"  # and ITS compares exactly, also in bf16 on a GPU

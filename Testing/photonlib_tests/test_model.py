@@ -110,9 +110,38 @@ def test_visual_token_count_and_positions(model, processor):
     t, h, w = torch.meshgrid(torch.arange(4), torch.arange(4), torch.arange(4), indexing="ij")
     expected = torch.stack([t, h, w]).reshape(3, -1) + start
     assert torch.equal(positions[:, 0, visual], expected)
-    # Text before counts up on all rows; text after continues at start + max(t, h, w).
+    # Text before counts up on all rows; text after continues one past the largest, start + max(t, h, w).
     assert torch.equal(positions[:, 0, :start], torch.arange(start).expand(3, -1))
     assert int(positions[0, 0, visual[-1] + 1]) == start + 4
+
+
+def test_release_temporal_positions_follow_fps_and_tokens_per_second(model, processor):
+    """The release feeds the volume as a video at FPS=1: token t sits at t * 14 / 1 * 2 = 28 t."""
+    assert model.config.volume_fps == 1.0 and model.config.vision_config.tokens_per_second == 2
+    assert model.config.temporal_position_scale == 28
+    batch = processor([phantom_volume()], [QUESTION_A])
+    grids = model.token_grids(batch["video_grid_thw"])
+    positions = build_position_ids(
+        batch["input_ids"], batch["attention_mask"], grids, model.config.video_token_id, model.config.temporal_position_scale
+    )
+    visual = (batch["input_ids"][0] == model.config.video_token_id).nonzero().squeeze(1)
+    start = int(visual[0])
+    assert sorted(set(positions[0, 0, visual].tolist())) == [start, start + 28, start + 56, start + 84]
+    assert sorted(set(positions[1, 0, visual].tolist())) == [start + n for n in range(4)]
+    assert int(positions[0, 0, visual[-1] + 1]) == start + 85  # 10 x 10 x 10 tokens: start + 253
+
+
+def test_models_saved_without_volume_fps_keep_one_step_positions(tmp_path):
+    """config.json files written before the field existed (the demo model) load as they were trained."""
+    import json
+
+    legacy = tiny_model(seed=0, volume_fps=None)
+    legacy.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.pop("volume_fps", None)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = PhotonForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.config.volume_fps is None and loaded.config.temporal_position_scale == 1.0
 
 
 # ----------------------------------------------------------------------------- ITS
@@ -162,7 +191,7 @@ def masked_reference_logits(model, batch, sequence, keep_mask):
         features = torch.cat(model.model.encode_volumes(batch["pixel_values"], batch["video_grid_thw"]))
         embeddings = embeddings.masked_scatter(visual.unsqueeze(-1), features)
         grids = model.token_grids(batch["video_grid_thw"])
-        positions = build_position_ids(ids, mask, grids, model.config.video_token_id)
+        positions = build_position_ids(ids, mask, grids, model.config.video_token_id, model.config.temporal_position_scale)
         cos_sin = text_model.rotary_emb(embeddings, positions)
 
         dropped = torch.zeros_like(visual)
@@ -351,3 +380,60 @@ def test_3b_preset_has_the_qwen2_5_vl_3b_shapes():
     language = sum(p.numel() for p in model.model.language_model.parameters())
     # Qwen2.5-VL-3B: ~3.09 B language + ~0.67 B vision parameters; the 3D kernel adds ~2 M.
     assert 3.08e9 < language < 3.10e9 and 0.66e9 < vision < 0.68e9
+
+
+# ----------------------------------------------------------------------------- release precision
+def _bf16_scoring_inputs(seed: int):
+    from photonlib.model.pruning.pruners import LanguageStageInputs
+
+    generator = torch.Generator().manual_seed(seed)
+    length, visual = 40, torch.zeros(1, 40, dtype=torch.bool)
+    visual[0, 4:36] = True
+    instruction = torch.zeros(1, length, dtype=torch.bool)
+    instruction[0, 37:40] = True
+    queries = torch.randn(1, 2, length, 16, generator=generator).bfloat16()
+    keys = torch.randn(1, 2, length, 16, generator=generator).bfloat16()
+    return LanguageStageInputs(queries=queries, keys=keys, instruction_mask=instruction, visual_mask=visual)
+
+
+def test_release_precision_rounds_scores_and_threshold_to_the_model_dtype():
+    """On a bf16 model the release casts the fp32 scores to bf16 and takes the threshold's sigmoid
+    in bf16; tokens near the threshold can flip against an exact fp32 comparison."""
+    from photonlib.model.pruning.its import ThresholdPredictor, instruction_weighted_scores, keep_probability
+    from photonlib.model.pruning.pruners import InstructionTokenScheduler
+
+    torch.manual_seed(0)
+    predictor = ThresholdPredictor(hidden_size=64)
+    with torch.no_grad():
+        predictor.mlp[2].bias.fill_(0.0)  # theta mid-range, so a real share of tokens is near it
+    released, exact = InstructionTokenScheduler(predictor, 0.2, "model"), InstructionTokenScheduler(predictor, 0.2, "float32")
+    flips = 0
+    for seed in range(40):
+        inputs = _bf16_scoring_inputs(seed)
+        raw = instruction_weighted_scores(inputs.queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
+        rounded = raw.bfloat16().float()
+        theta = predictor.threshold_scale * torch.sigmoid(predictor.mlp(_features(rounded)).bfloat16()).float()
+        expected = keep_probability(rounded, theta, 0.2)
+        selection = released.select(inputs)
+        torch.testing.assert_close(selection.keep_probability, expected, rtol=0, atol=0)
+        flips += int((selection.keep != exact.select(inputs).keep).sum())
+    assert flips > 0  # the two precisions are really different comparisons
+
+
+def _features(raw):
+    from photonlib.model.pruning.its import threshold_features
+
+    return threshold_features(raw)
+
+
+def test_precision_is_the_same_on_a_float32_model_and_follows_the_configuration(model):
+    assert model.config.its_score_precision == "model" and model.pruner.score_precision == "model"
+    inputs = _bf16_scoring_inputs(1)
+    inputs.queries, inputs.keys = inputs.queries.float(), inputs.keys.float()
+    from photonlib.model.pruning.pruners import InstructionTokenScheduler
+
+    predictor = model.model.language_model.token_scheduler
+    model_precision = InstructionTokenScheduler(predictor, 0.2, "model").select(inputs)
+    exact = InstructionTokenScheduler(predictor, 0.2, "float32").select(inputs)
+    assert torch.equal(model_precision.keep_probability, exact.keep_probability)
+    assert PhotonConfig().its_score_precision == "float32"  # config.json files written before the field

@@ -35,6 +35,7 @@ from photonlib.model.conversion import (
     released_photon_config,
     rename_keys,
 )
+from photonlib.model.decoding import DecodingSettings
 from photonlib.model.processing import bundled_qwen_tokenizer_folder
 from photonlib.volume.preprocess import PreprocessConfig
 
@@ -359,6 +360,8 @@ def run_photon(*args: str) -> subprocess.CompletedProcess:
 
 def test_photon_convert_released_end_to_end(tmp_path, trained_photon, tokenizer):
     source = write_released_checkpoint(tmp_path / "photon-s2", trained_photon, tokenizer)
+    # The release decodes with Qwen2.5-VL-3B-Instruct's sampling settings; they travel with the weights.
+    (source / "generation_config.json").write_text(json.dumps({"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.1, "top_k": 1, "top_p": 0.001}))
     destination = tmp_path / "photonlib-model"
 
     result = run_photon("convert", str(source), str(destination))
@@ -391,6 +394,8 @@ def test_photon_convert_released_end_to_end(tmp_path, trained_photon, tokenizer)
     # The release's config.json has no pad_token_id; decoding needs one, taken from the tokenizer.
     assert "note: pad_token_id set to the tokenizer's (151643)" in lines
     assert model.generate(**batch, max_new_tokens=2).sequences.shape[0] == 1
+    assert DecodingSettings.from_folder(destination).repetition_penalty == 1.05
+    assert any(line.startswith("note: decoding from the checkpoint's generation_config.json") for line in lines)
 
 
 def test_convert_released_stage1_checkpoint_gets_a_new_threshold_mlp(tmp_path, trained_photon, tokenizer):
@@ -435,6 +440,8 @@ def test_configs_of_the_3b_checkpoints_give_the_3b_preset_shapes():
             "temporal_patch_size", "spatial_merge_size", "window_size", "fullatt_block_indexes",
         ):  # fmt: skip
             assert getattr(config.vision_config, name) == getattr(preset.vision_config, name), name
+        # The release's video placement: FPS=1 and the checkpoint's tokens_per_second (2) -> 28 per token.
+        assert config.volume_fps == 1.0 and config.temporal_position_scale == 28
     with pytest.raises(CheckpointError, match="convert it as 'qwen2.5-vl'"):
         released_photon_config(qwen)
 

@@ -22,11 +22,15 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, Qwen2_5_VLConfig
 
+from photonlib.model.pruning.pruners import SCORE_PRECISIONS
 from photonlib.model.tokens import merged_grid, patch_grid
 
 PRUNING_MODES = ("none", "soft", "hard")
 SURROGATE_GRADIENTS = ("sgp", "straight_through")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+#: The released Photon feeds volumes as a video at FPS=1 (test_photon_s2.sh).
+RELEASED_VOLUME_FPS = 1.0
 
 #: Qwen2.5-VL's vocabulary size (the tokenizer has 151,665 entries; the embedding is padded).
 QWEN_VOCAB_SIZE = 151936
@@ -48,6 +52,13 @@ class PhotonConfig(Qwen2_5_VLConfig):
     * ``pruning_budget``: kept fraction of visual tokens for fixed-budget pruners.
     * ``im_end_token_id``: ``<|im_end|>``, where the instruction ITS reads ends.
     * ``its_answer_sees_dropped``: see the field (False: training matches decoding exactly).
+    * ``volume_fps``: the frame rate the volume is fed at as a video (the release: 1). With
+      ``vision_config.tokens_per_second`` it spaces the M-RoPE temporal positions of visual
+      tokens: token t sits at ``t * temporal_patch_size / volume_fps * tokens_per_second``
+      (28 t for Photon). ``None``: one position per token (PhotonLib models saved before this
+      field existed, e.g. the demo model, keep answering as they were trained).
+    * ``its_score_precision``: ``model`` rounds ITS's visual scores and threshold to the model's
+      dtype before comparing, as the release does; ``float32`` keeps them exact.
     """
 
     model_type = "photon"
@@ -66,6 +77,12 @@ class PhotonConfig(Qwen2_5_VLConfig):
     # visual token in layers 0..its_layer, which decoding cannot (its cache keeps only the kept
     # tokens). False hides the dropped ones from them, so training computes what decoding will.
     its_answer_sees_dropped: bool = False
+    # None (absent from older config.json files) keeps their one-step temporal positions; the
+    # presets and converted checkpoints use the release's FPS=1.
+    volume_fps: float | None = None
+    # "model" (the release): ITS's visual scores and threshold rounded to the model's dtype (bf16
+    # on a GPU); "float32" (absent from older config.json files): exact. Equal on float32 models.
+    its_score_precision: str = "float32"
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.vision_config is None:
@@ -87,6 +104,10 @@ class PhotonConfig(Qwen2_5_VLConfig):
             raise ValueError(f"its_temperature must be positive, got {self.its_temperature}")
         if self.pruning_budget is not None and not 0 < self.pruning_budget <= 1:
             raise ValueError(f"pruning_budget must be a fraction in (0, 1], got {self.pruning_budget}")
+        if self.its_score_precision not in SCORE_PRECISIONS:
+            raise ValueError(f"its_score_precision must be one of {SCORE_PRECISIONS}, got {self.its_score_precision!r}")
+        if self.volume_fps is not None and not self.volume_fps > 0:
+            raise ValueError(f"volume_fps must be positive (frames per second), got {self.volume_fps}")
         if self.vision_config.in_channels != 1:
             raise ValueError("Photon's 3D patch embedding has one input channel (vision_config.in_channels=1)")
 
@@ -96,6 +117,13 @@ class PhotonConfig(Qwen2_5_VLConfig):
         """Voxels per patch along (D, H, W)."""
         vision = self.vision_config
         return (vision.temporal_patch_size, vision.patch_size, vision.patch_size)
+
+    @property
+    def temporal_position_scale(self) -> float:
+        """M-RoPE temporal positions per token step: ``temporal_patch_size / volume_fps * tokens_per_second``."""
+        if self.volume_fps is None:
+            return 1.0
+        return self.vision_config.temporal_patch_size / self.volume_fps * self.vision_config.tokens_per_second
 
     @property
     def spatial_merge_size(self) -> int:
@@ -123,6 +151,8 @@ class PhotonConfig(Qwen2_5_VLConfig):
         fields["vision_config"].update(overrides.pop("vision", None) or {})
         fields.update(overrides)
         fields.setdefault("attn_implementation", default_attention_implementation())
+        fields.setdefault("volume_fps", RELEASED_VOLUME_FPS)
+        fields.setdefault("its_score_precision", "model")
         return cls(**fields)
 
 
@@ -150,6 +180,7 @@ def _vision(depth: int, hidden: int, heads: int, intermediate: int, out: int, fu
         "spatial_merge_size": 2,
         "window_size": 112,
         "hidden_act": "silu",
+        "tokens_per_second": 2,  # Qwen2.5-VL-3B's (the dataclass default is 4)
     }
 
 

@@ -67,9 +67,10 @@ from typing import Any, NamedTuple
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, Qwen2_5_VLConfig
+from transformers import AutoTokenizer, GenerationConfig, Qwen2_5_VLConfig
 
-from photonlib.model.configuration import PhotonConfig, default_attention_implementation
+from photonlib.model.configuration import RELEASED_VOLUME_FPS, PhotonConfig, default_attention_implementation
+from photonlib.model.decoding import GENERATION_CONFIG_FILE, DecodingSettings
 from photonlib.model.modeling import PhotonForConditionalGeneration
 from photonlib.model.processing import PhotonProcessor
 from photonlib.model.transformers_adapter import quiet_loading
@@ -94,7 +95,8 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 #: Fields of PhotonConfig that ``preset_overrides`` may set (the rest come from the checkpoint).
 OVERRIDABLE_FIELDS = (
     "its_layer", "its_temperature", "its_threshold_scale", "pruning_mode", "surrogate_gradient",
-    "pruner", "pruning_budget", "attn_implementation",
+    "pruner", "pruning_budget", "attn_implementation", "volume_fps",
+    "its_score_precision",
 )  # fmt: skip
 
 
@@ -392,6 +394,8 @@ def photon_config_from_qwen(raw: Mapping[str, Any], preset_overrides: Mapping[st
     }
     fields.update(overrides)
     fields.setdefault("attn_implementation", default_attention_implementation())
+    fields.setdefault("volume_fps", RELEASED_VOLUME_FPS)  # the release's FPS=1 (test_photon_s2.sh)
+    fields.setdefault("its_score_precision", "model")  # the release compares in the model's dtype
     return PhotonConfig(**fields)
 
 
@@ -428,6 +432,14 @@ def _build_model(
     if info["unexpected_keys"] or info["mismatched_keys"] or unexpected_new:
         raise RuntimeError(f"loading disagreed with the key checks: {info}")  # a bug, not a user error
     return model
+
+
+def _adopt_generation_config(model: PhotonForConditionalGeneration, folder: Path, report: ConversionReport) -> None:
+    """Decode as the checkpoint's authors do: its generation_config.json travels with the weights."""
+    if (folder / GENERATION_CONFIG_FILE).exists():
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+        settings = DecodingSettings.from_generation_config(model.generation_config)
+        report.notes.append(f"decoding from the checkpoint's {GENERATION_CONFIG_FILE}: {settings}")
 
 
 def _new_tensor_notes(missing: Iterable[str]) -> dict[str, str]:
@@ -475,6 +487,7 @@ def _load_qwen(
     report = ConversionReport("qwen2.5-vl", folder, loaded_tensors=len(state_dict), its_layer=config.its_layer)
     processor = _processor(config, folder, report)
     model = _build_model(config, state_dict, new_keys, dtype)
+    _adopt_generation_config(model, folder, report)
     embedding = model.model.visual.patch_embed.proj.weight
     if patch_init == "from_2d":
         with torch.no_grad():
@@ -580,6 +593,7 @@ def load_released_checkpoint(
     report = ConversionReport("released", folder, loaded_tensors=len(source) - len(dropped), its_layer=config.its_layer)
     processor = _processor(config, folder, report)
     model = _build_model(config, state_dict, new_keys, dtype)
+    _adopt_generation_config(model, folder, report)
     report.initialized.update(_new_tensor_notes(new_keys))
     report.dropped.update(dropped)
     if new_keys:

@@ -34,6 +34,7 @@ from photonlib.model.compaction import (
     scatter_visual,
 )
 from photonlib.model.configuration import PhotonConfig
+from photonlib.model.decoding import GREEDY, DecodingSettings, next_token
 from photonlib.model.positions import build_position_ids, next_positions
 from photonlib.model.pruning.pruners import TokenPruner, VisionStageInputs, build_pruner
 from photonlib.model.text_model import PhotonTextModel
@@ -132,7 +133,8 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
     @property
     def pruner(self) -> TokenPruner:
         """The pruner ``config.pruner`` names: the saved model's default (rebuilt when the configuration changes)."""
-        key = (self.config.pruner, self.config.its_temperature, self.config.pruning_budget)
+        config = self.config
+        key = (config.pruner, config.its_temperature, config.pruning_budget, config.its_score_precision)
         if self._pruner is None or self._pruner_key != key:
             self._pruner = self.build_pruner(self.config.pruner, self.config.pruning_budget)
             self._pruner_key = key
@@ -140,7 +142,9 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
 
     def build_pruner(self, name: str, budget: float | None = None) -> TokenPruner:
         """A pruner by name (``its``, ``none``, ``random``, ``visionzip``, ``hiprune``) on this model's ITS."""
-        return build_pruner(name, self.model.language_model.token_scheduler, self.config.its_temperature, budget)
+        config = self.config
+        scheduler = self.model.language_model.token_scheduler
+        return build_pruner(name, scheduler, config.its_temperature, budget, config.its_score_precision)
 
     def token_grids(self, video_grid_thw: torch.Tensor) -> torch.Tensor:
         """(N, 3) language-model token grids (t, h, w) of the batch's volumes."""
@@ -202,7 +206,9 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
                     f"{int(visual_mask.sum())} visual tokens in the prompt but {visual.shape[0]} visual embeddings"
                 )
             embeddings = embeddings.masked_scatter(visual_mask.unsqueeze(-1), visual)
-        position_ids = build_position_ids(input_ids, attention_mask, grids, config.video_token_id)
+        position_ids = build_position_ids(
+            input_ids, attention_mask, grids, config.video_token_id, config.temporal_position_scale
+        )
         instruction_mask = instruction_mask_from_ids(input_ids, config.vision_end_token_id, config.im_end_token_id)
 
         if vision_selection is not None:
@@ -272,9 +278,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         video_grid_thw: torch.Tensor | None = None,
         visual_embeddings: list[torch.Tensor] | None = None,
         max_new_tokens: int = 64,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
+        decoding: DecodingSettings | None = None,
         eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
         generator: torch.Generator | None = None,
@@ -285,15 +289,22 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         pruning_mode: str | None = None,
         **_: object,
     ) -> PhotonGeneration:
-        """Greedy or sampled decoding on the pruned KV cache.
+        """Decoding on the pruned KV cache.
 
-        ``on_token`` is called with each new (B,) token tensor (streaming); ``should_stop`` is
+        ``decoding`` defaults to the model's generation config (a checkpoint's
+        ``generation_config.json``: the release samples with a repetition penalty; a model without
+        sampling settings decodes greedily). ``on_token`` is called with each new (B,) token tensor (streaming); ``should_stop`` is
         polled between tokens (cancellation). Every call starts from a fresh cache.
         ``pruner``/``pruning_mode`` as in :meth:`forward`.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         pruner = pruner if pruner is not None else self.pruner
+        generation_config = getattr(self, "generation_config", None)
+        if decoding is None:
+            decoding = DecodingSettings.from_generation_config(generation_config) if generation_config else GREEDY
+        if eos_token_id is None and generation_config is not None:
+            eos_token_id = generation_config.eos_token_id
         eos_ids = eos_token_id if eos_token_id is not None else self.config.text_config.eos_token_id
         eos_ids = torch.tensor(eos_ids if isinstance(eos_ids, list) else [eos_ids], device=input_ids.device)
         pad_id = pad_token_id if pad_token_id is not None else self.config.text_config.pad_token_id
@@ -333,7 +344,9 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         for _step in range(max_new_tokens):
             if output_logits:
                 step_logits.append(logits.float())
-            token = self._next_token(logits, do_sample, temperature, top_p, generator)
+            # The repetition penalty looks at every id so far, the prompt's included (as transformers).
+            sequence = torch.cat([input_ids, *(previous.unsqueeze(1) for previous in generated)], dim=1) if decoding.repetition_penalty != 1.0 else input_ids
+            token = next_token(logits, sequence, decoding, generator)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             generated.append(token)
             if on_token is not None:
@@ -364,15 +377,3 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             stopped=stopped,
             logits=torch.stack(step_logits, dim=1) if step_logits else None,
         )
-
-    @staticmethod
-    def _next_token(logits, do_sample, temperature, top_p, generator) -> torch.Tensor:
-        if not do_sample:
-            return logits.argmax(dim=-1)
-        probabilities = torch.softmax(logits.float() / max(temperature, 1e-5), dim=-1)
-        if top_p < 1.0:
-            sorted_probabilities, order = probabilities.sort(dim=-1, descending=True)
-            outside = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities > top_p
-            sorted_probabilities = sorted_probabilities.masked_fill(outside, 0.0)
-            probabilities = torch.zeros_like(probabilities).scatter(-1, order, sorted_probabilities)
-        return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)

@@ -10,13 +10,19 @@ import torch
 
 
 def build_position_ids(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, token_grids: torch.Tensor | None, video_token_id: int
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_grids: torch.Tensor | None,
+    video_token_id: int,
+    temporal_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Explicit 3D M-RoPE positions (3, B, L).
+    """Explicit 3D M-RoPE positions (3, B, L), as Qwen2.5-VL places a video.
 
     Text tokens count up on all three rows; the visual block starting at position s gets
-    ``(s + t, s + h, s + w)`` for its (t, h, w) token; text after it continues at
-    ``s + max(T, H, W)`` so positions never overlap. Padding gets position 0 (it is masked).
+    ``(s + floor(t * temporal_scale), s + h, s + w)`` for its (t, h, w) token (the released
+    Photon: ``temporal_scale`` 28, see ``PhotonConfig.temporal_position_scale``); text after it
+    continues one past the block's largest position, so positions never overlap. Padding gets
+    position 0 (it is masked).
     """
     batch, length = input_ids.shape
     position_ids = torch.zeros((3, batch, length), dtype=torch.long, device=input_ids.device)
@@ -38,11 +44,14 @@ def build_position_ids(
         after = real_index[real_index > visual_index[-1]]
         start = before.numel()
         position_ids[:, sample, before] = torch.arange(start, device=input_ids.device)
+        device = input_ids.device
+        # As Qwen2.5-VL: float seconds times tokens per second, truncated to an integer position.
+        temporal = (torch.arange(t, device=device) * temporal_scale).long()
         grid = torch.stack(
-            torch.meshgrid(*(torch.arange(n, device=input_ids.device) for n in (t, h, w)), indexing="ij")
+            torch.meshgrid(temporal, torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
         ).reshape(3, -1)
         position_ids[:, sample, visual_index] = start + grid
-        text_start = start + max(t, h, w)
+        text_start = start + int(grid.max()) + 1
         position_ids[:, sample, after] = text_start + torch.arange(after.numel(), device=input_ids.device)
     return position_ids
 

@@ -91,11 +91,16 @@ class ThresholdPredictor(nn.Module):
         self.threshold_scale = threshold_scale
         self.mlp = nn.Sequential(nn.Linear(STATISTICS, max(1, hidden_size // 8)), nn.GELU(), nn.Linear(max(1, hidden_size // 8), 1))
 
-    def forward(self, raw_scores: torch.Tensor) -> torch.Tensor:
-        """Threshold (B, 1) in [0, scale], with gradient to the MLP only."""
+    def forward(self, raw_scores: torch.Tensor, sigmoid_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Threshold (B, 1) in [0, scale], with gradient to the MLP only.
+
+        ``sigmoid_dtype``: the release takes the sigmoid in the model's dtype (bf16), which
+        rounds theta; float32 keeps it exact.
+        """
         features = threshold_features(raw_scores.detach())
         weight = self.mlp[0].weight
-        return self.threshold_scale * torch.sigmoid(self.mlp(features.to(weight.dtype)).float())
+        logit = self.mlp(features.to(weight.dtype))
+        return self.threshold_scale * torch.sigmoid(logit.to(sigmoid_dtype)).float()
 
 
 def keep_probability(raw_scores: torch.Tensor, threshold: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -65,20 +65,32 @@ class TokenPruner(Protocol):
     def select(self, inputs: LanguageStageInputs | VisionStageInputs) -> TokenSelection: ...
 
 
+#: ITS score precision: ``model`` rounds the visual scores and the threshold to the model's dtype
+#: as the release does; ``float32`` keeps them exact (the same on a float32 model).
+SCORE_PRECISIONS = ("model", "float32")
+
+
 class InstructionTokenScheduler:
     """ITS: the learned, question-dependent, variable-count selection (see ``its.py``)."""
 
     name = "its"
     stage: Stage = "language"
 
-    def __init__(self, predictor: ThresholdPredictor, temperature: float) -> None:
+    def __init__(self, predictor: ThresholdPredictor, temperature: float, score_precision: str = "float32") -> None:
+        if score_precision not in SCORE_PRECISIONS:
+            raise ValueError(f"ITS score precision must be one of {', '.join(SCORE_PRECISIONS)}, got {score_precision!r}")
         self.predictor = predictor
         self.temperature = temperature
+        self.score_precision = score_precision
 
     def select(self, inputs: LanguageStageInputs) -> TokenSelection:
         with torch.no_grad():
             raw = instruction_weighted_scores(inputs.queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
-        threshold = self.predictor(raw)
+        rounding = inputs.queries.dtype if self.score_precision == "model" else torch.float32
+        # As released: the fp32 scores are cast back to the model's dtype (bf16) before the
+        # threshold and the comparison; tokens close to the threshold can flip against fp32.
+        raw = raw.to(rounding).float()
+        threshold = self.predictor(raw, sigmoid_dtype=rounding)
         probability = keep_probability(raw, threshold, self.temperature)
         return TokenSelection(keep_probability=probability, keep=probability > 0.5)
 
@@ -123,10 +135,12 @@ def _visual_shape(visual_mask: torch.Tensor) -> tuple[int, int]:
 PRUNER_NAMES = ("its", "none", "random", "visionzip", "hiprune")
 
 
-def build_pruner(name: str, predictor: ThresholdPredictor, temperature: float, budget: float | None) -> TokenPruner:
+def build_pruner(
+    name: str, predictor: ThresholdPredictor, temperature: float, budget: float | None, score_precision: str = "float32"
+) -> TokenPruner:
     """The pruner called ``name``; fixed-budget pruners need ``budget`` (kept fraction)."""
     if name == "its":
-        return InstructionTokenScheduler(predictor, temperature)
+        return InstructionTokenScheduler(predictor, temperature, score_precision)
     if name == "none":
         return KeepAll()
     if name == "random":
