@@ -341,6 +341,44 @@ def test_band_loss_inputs_carry_gradient():
     assert model.model.language_model.token_scheduler.mlp[2].bias.grad.abs() > 0
 
 
+def test_sgp_scale_sums_the_magnitude_of_each_dimension_as_released():
+    """scale = clip(sum_d |x_d g_d| / mean, 0.5, 2): two tokens with the same <x, g> but different
+    sum |x_d g_d| get different gradients (with |<x, g>| they would get the same)."""
+    from photonlib.model.pruning.sgp import SurrogateTokenGather
+
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, -2.0], [1.0, 0.0], [0.5, 0.5]]], requires_grad=True)
+    probability = torch.full((1, 4), 0.5, requires_grad=True)
+    visual = torch.ones(1, 4, dtype=torch.bool)
+    positions = torch.arange(4).view(1, 4)
+    out = SurrogateTokenGather.apply(hidden, positions, probability, visual, False)
+    (out * torch.ones_like(out)).sum().backward()  # g = (1, 1): <x, g> = 2, 1, 1, 1; sum |x g| = 2, 5, 1, 1
+    magnitude = torch.tensor([2.0, 5.0, 1.0, 1.0])
+    scale = (magnitude / magnitude.mean()).clamp(0.5, 2.0)
+    importance = torch.tensor([2.0, 1.0, 1.0, 1.0])
+    sigma = importance.std(unbiased=False).clamp_min(3e-3)
+    relevance = 0.5 + 0.5 * torch.tanh(((importance - importance.mean()) / sigma).clamp(-1.5, 1.5))
+    direction = (0.5 - relevance) - (0.5 - relevance).mean()
+    expected = 0.8 * direction * scale * 0.25
+    torch.testing.assert_close(probability.grad[0], expected)
+    assert probability.grad[0, 1] != probability.grad[0, 2]  # same <x, g>, different magnitude
+
+
+def test_flipped_samples_see_the_inverted_keep_decision_and_frozen_ones_give_no_threshold_gradient():
+    model = tiny_model(seed=0).train()
+    batch = tiny_processor(model)([phantom_volume(1), phantom_volume(1)], [QUESTION_A, QUESTION_A], answers=["Yes.", "Yes."])
+    plain = model(**batch)
+    flipped = model(**batch, flipped_keep=torch.tensor([False, True]), frozen_keep=torch.tensor([False, True]))
+    assert torch.equal(flipped.keep_mask[0], plain.keep_mask[0])
+    assert torch.equal(flipped.keep_mask[1], ~plain.keep_mask[1])
+    # A frozen sample's keep probabilities carry no gradient to the threshold MLP; a clean one's do.
+    bias = model.model.language_model.token_scheduler.mlp[2].bias
+    frozen_second = model(**batch, frozen_keep=torch.tensor([False, True]))
+    frozen_second.keep_probability[1].sum().backward(retain_graph=True)
+    assert bias.grad is None or float(bias.grad.abs().sum()) == 0
+    frozen_second.keep_probability[0].sum().backward()
+    assert float(bias.grad.abs().sum()) > 0
+
+
 # ----------------------------------------------------------------------------- persistence
 def test_save_and_load_round_trip(tmp_path, model, processor):
     model.save_pretrained(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -245,3 +246,89 @@ def test_cli_bad_config_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("photon train: error:")
     assert "not valid YAML" in result.stderr
+
+
+# ----------------------------------------------------------------------------- the released training recipe
+def test_schedule_counts_forward_passes_per_process_and_has_a_flip_phase():
+    """Released: none / soft / hard / flip at 4k / 8k / 9k forward passes of each process."""
+    schedule = PruningSchedule(soft_from=4000, hard_from=8000, flip_from=9000)
+    # 2 micro-batches a step: step 2000 is forward pass 4000.
+    at, length = schedule.position(2000, 0, 5000, 2)
+    assert (at, length) == (4000, 10000) and schedule.mode_at(at, length) == "soft"
+    assert schedule.mode_at(*schedule.position(1999, 1, 5000, 2)) == "none"
+    assert schedule.flipping_at(*schedule.position(4500, 0, 5000, 2)) and not schedule.flipping_at(8999, 10000)
+    by_steps = PruningSchedule(soft_from=4000, hard_from=8000, counted_in="optimizer_steps")
+    assert by_steps.mode_at(*by_steps.position(2000, 0, 5000, 2)) == "none"
+    assert not PruningSchedule(flip_from=None).flipping_at(10, 10)
+    with pytest.raises(ValueError, match="counted_in"):
+        PruningSchedule(counted_in="epochs")
+
+
+def test_perturbations_are_the_releases_six_kinds_on_the_patches():
+    from photonlib.training.loop import PERTURBATIONS, perturb_patches
+
+    assert sum(probability for _, probability in PERTURBATIONS) == pytest.approx(1.0)
+    patches = torch.arange(1, 8 * 27 + 1, dtype=torch.float32).view(8, 27) / 300
+    seen = set()
+    for seed in range(200):
+        out = perturb_patches(patches, torch.Generator().manual_seed(seed))
+        assert out.shape == patches.shape
+        if torch.equal(out, torch.zeros_like(patches)):
+            seen.add("zeros")
+        elif torch.equal(torch.sort(out.flatten()).values, patches.flatten()):
+            rows_kept = all(any(torch.equal(row, other) for other in patches) for row in out)
+            seen.add("shuffle patches" if rows_kept else "shuffle patches and voxels")
+        elif bool((out == 0).all(dim=1).any()) and bool(((out == 0) | (out == patches)).all()) and not bool((out == 0).all(dim=0).any()):
+            seen.add("keep 20% of patches")
+        elif bool(((out == 0) | (out == patches)).all()):
+            seen.add("keep 10% of voxel positions")
+        else:
+            seen.add("uniform noise")
+    assert seen == {name for name, _ in PERTURBATIONS}
+
+
+def test_band_loss_per_sample_on_clean_samples_only():
+    from photonlib.training.loop import band_loss
+
+    config = load_train_config(None, [])
+    probability = torch.tensor([[0.9, 0.9], [0.1, 0.1]])  # keep ratios 0.9 and 0.1: both outside [0.3, 0.8]
+    assert float(band_loss(probability, config)) == pytest.approx((0.1 + 0.2) / 2)  # per sample, then the mean
+    config.band_loss.per_sample = False
+    assert float(band_loss(probability, config)) == 0.0  # the batch mean 0.5 is inside the band
+    config.band_loss.per_sample = True
+    assert float(band_loss(probability, config, torch.tensor([False, True]))) == pytest.approx(0.1)
+    assert band_loss(probability, config, torch.tensor([True, True])) is None
+
+
+def test_flipped_samples_learn_not_to_answer_from_the_wrong_tokens():
+    from photonlib.training.loop import answer_losses
+
+    logits = torch.log(torch.tensor([[[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]]]))
+    labels = torch.tensor([[-100, 0]])
+    clean = answer_losses(logits, labels, None, torch.tensor([False]), torch.tensor([False]))
+    flipped = answer_losses(logits, labels, None, torch.tensor([False]), torch.tensor([True]))
+    assert float(clean) == pytest.approx(-math.log(0.7), rel=1e-5)
+    assert float(flipped) == pytest.approx(-math.log(1 - 0.7 + 1e-6), rel=1e-5)
+
+
+def test_optimizer_settings_are_the_releases(tmp_path, dataset):
+    from photonlib.training.loop import build_model, load_examples, parameter_groups
+
+    config = recipe(dataset, tmp_path)
+    assert (config.weight_decay, config.adam_beta2, config.robustness_probability) == (0.1, 0.95, 0.15)
+    model, _ = build_model(config, load_examples(config))
+    groups = parameter_groups(model, config)
+    by_parameter = {id(p): group for group in groups for p in group["params"]}
+    merger = model.model.visual.merger.mlp[0].weight
+    assert by_parameter[id(merger)]["name"] == "language"  # the merger learns at the language rate
+    assert by_parameter[id(model.model.visual.blocks[0].mlp.gate_proj.weight)]["name"] == "vision"
+    assert by_parameter[id(model.model.language_model.layers[0].self_attn.q_proj.bias)]["weight_decay"] == 0.0
+    assert by_parameter[id(model.model.language_model.norm.weight)]["weight_decay"] == 0.0
+    assert by_parameter[id(model.model.language_model.layers[0].self_attn.q_proj.weight)]["weight_decay"] == 0.1
+
+
+def test_the_3d_rad_recipe_has_the_releases_global_batch():
+    config = load_train_config(CONFIGS / "3d-rad-stage2-8gpu.yaml")
+    assert config.batch_size * config.gradient_accumulation_steps * 8 == 16
+    assert (config.pruning.soft_from, config.pruning.hard_from, config.pruning.flip_from) == (4000, 8000, 9000)
+    assert config.pruning.counted_in == "forward_passes"

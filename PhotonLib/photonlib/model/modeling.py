@@ -165,6 +165,8 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         answer_mask: torch.Tensor | None = None,
         pruner: TokenPruner | None = None,
         pruning_mode: str | None = None,
+        frozen_keep: torch.Tensor | None = None,
+        flipped_keep: torch.Tensor | None = None,
         **_: object,
     ) -> PhotonOutput:
         """Prefill (or training) forward over whole prompts with their volumes.
@@ -174,7 +176,8 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         tower, so several questions about one volume pay for it once. ``answer_mask`` marks the
         answer tokens of a teacher-forced input (default: where ``labels`` are set); with
         ``config.its_answer_sees_dropped`` False (the default) hard pruning hides the dropped
-        visual tokens from them in every layer, exactly as decoding does.
+        visual tokens from them in every layer, exactly as decoding does. ``frozen_keep`` and
+        ``flipped_keep`` (B,) are the release's training variants (see ``PhotonTextModel``).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -232,6 +235,8 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             pruning_mode=pruning_mode,
             straight_through=config.surrogate_gradient == "straight_through",
             answer_mask=self._answer_mask(answer_mask, labels, vision_kept),
+            frozen_keep=frozen_keep,
+            flipped_keep=flipped_keep,
         )
         kept = compose_kept(vision_kept, text.kept_positions)
         selection = vision_selection if vision_selection is not None else text.selection

@@ -15,7 +15,7 @@ the dropped tokens in layers 0..k too, so training computes what decoding will
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -79,11 +79,16 @@ class PhotonTextModel(qwen.QwenTextModel):
         pruning_mode: str = "hard",
         straight_through: bool = False,
         answer_mask: torch.Tensor | None = None,
+        frozen_keep: torch.Tensor | None = None,
+        flipped_keep: torch.Tensor | None = None,
     ) -> PhotonTextOutput:
         """Run the decoder layers; ``pruner`` (language stage) decides after layer ``its_layer``.
 
         ``answer_mask`` (B, L): answer tokens in the input (teacher forcing). In hard mode they
         do not see dropped visual tokens in any layer, as in decoding, whose cache has lost them.
+        Training only, as released: ``frozen_keep`` (B,) samples whose keep probabilities get no
+        gradient (perturbed or flipped samples); ``flipped_keep`` (B,) samples whose keep decision
+        is inverted (hard mode: they see exactly the visual tokens ITS would drop).
         """
         if pruning_mode not in PRUNING_MODES:
             raise ValueError(f"pruning_mode must be one of {PRUNING_MODES}, got {pruning_mode!r}")
@@ -100,6 +105,7 @@ class PhotonTextModel(qwen.QwenTextModel):
             # the decision), so decide first, then run layers 0..k with the answer blind to the
             # tokens about to be dropped.
             selection = pruner.select(self._prompt_scoring_inputs(hidden, mask, rotary, instruction_mask, visual_mask))
+            selection = _adjust_for_training(selection, frozen_keep, flipped_keep if pruning_mode == "hard" else None)
             dropped = visual_mask & ~scatter_visual(visual_mask, selection.keep)
             early_mask = answer_blind_mask(attention_mask, answer_mask.bool(), dropped, hidden.dtype)
 
@@ -110,7 +116,9 @@ class PhotonTextModel(qwen.QwenTextModel):
             hidden = qwen.run_decoder_layer(layer, hidden, layer_mask, rotary, cache, use_cache)
             if not (scheduling and index == self.its_layer):
                 continue
-            selection = selection if selection is not None else pruner.select(scoring_inputs)
+            if selection is None:
+                selection = pruner.select(scoring_inputs)
+                selection = _adjust_for_training(selection, frozen_keep, flipped_keep if pruning_mode == "hard" else None)
             probability_full = scatter_visual(visual_mask, selection.keep_probability.float())
             if pruning_mode == "soft":
                 factor = torch.where(visual_mask, probability_full, torch.ones_like(probability_full))
@@ -152,3 +160,16 @@ class PhotonTextModel(qwen.QwenTextModel):
         """Layer k's post-RoPE queries and keys, recomputed from its input (cheap: two projections)."""
         queries, keys = qwen.attention_queries_keys(layer, hidden, rotary)
         return LanguageStageInputs(queries=queries, keys=keys, instruction_mask=instruction_mask, visual_mask=visual_mask)
+
+
+def _adjust_for_training(
+    selection: TokenSelection, frozen: torch.Tensor | None, flipped: torch.Tensor | None
+) -> TokenSelection:
+    """The release's training variants of a selection: detached probabilities, inverted decisions."""
+    probability, keep = selection.keep_probability, selection.keep
+    if frozen is not None and bool(frozen.any()):
+        probability = torch.where(frozen.view(-1, 1), probability.detach(), probability)
+    if flipped is not None and bool(flipped.any()):
+        keep = torch.where(flipped.view(-1, 1), ~keep, keep)
+        probability = torch.where(flipped.view(-1, 1), probability.detach(), probability)
+    return replace(selection, keep_probability=probability, keep=keep)

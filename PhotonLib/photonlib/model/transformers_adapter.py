@@ -146,7 +146,7 @@ def _vision_attention_layout() -> str | None:
 
 def _vision_tower_attributes() -> str | None:
     source = inspect.getsource(QwenVisionTower.__init__)
-    names = ("spatial_merge_size", "window_size", "patch_size", "fullatt_block_indexes", "blocks", "patch_embed")
+    names = ("spatial_merge_size", "window_size", "patch_size", "fullatt_block_indexes", "blocks", "patch_embed", "merger")
     missing = [name for name in names if f"self.{name}" not in source]
     return f"no longer sets {', '.join(missing)}" if missing else None
 

@@ -50,19 +50,39 @@ class DataSettings:
 
 @dataclass
 class PruningSchedule:
-    """When each pruning mode starts, as a fraction of max_steps (<= 1) or a step number (> 1).
+    """When each phase starts, as a fraction of the run (<= 1) or a count (> 1).
 
     Before ``soft_from`` nothing is pruned (ITS still scores); then visual hidden states are
     scaled by their keep probability; from ``hard_from`` tokens are dropped (SGP trains the
-    threshold). (The release also inverts the keep decision of a few samples late in training;
-    that is not implemented here.)
+    threshold); from ``flip_from`` a share ``flip_probability`` of the clean samples sees the
+    inverted keep decision and learns not to give the answer from the wrong tokens
+    (``-log(1 - p(answer))``). Released: soft / hard / flip at 4k / 8k / 9k.
+
+    ``counted_in``: ``forward_passes`` (the release: every micro-batch of every process counts
+    one, so 4k means 4k forward passes per rank) or ``optimizer_steps``.
     """
 
     soft_from: float = 0.3
     hard_from: float = 0.6
+    flip_from: float | None = 0.675  # None: no flip phase. 0.675: the release's 9k on its 4k / 8k scale
+    flip_probability: float = 0.05
+    counted_in: str = "forward_passes"
     enabled: bool = True  # False: never prune, and save the model unpruned (the no-pruning reference)
 
+    def __post_init__(self) -> None:
+        if self.counted_in not in SCHEDULE_UNITS:
+            raise ValueError(f"pruning.counted_in must be one of {', '.join(SCHEDULE_UNITS)}, got {self.counted_in!r}")
+        if not 0 <= self.flip_probability <= 1:
+            raise ValueError("pruning.flip_probability must be in [0, 1]")
+
+    def position(self, step: int, micro_step: int, max_steps: int, accumulation: int) -> tuple[int, int]:
+        """(where the run is, how long it is) in the schedule's unit."""
+        if self.counted_in == "forward_passes":
+            return step * accumulation + micro_step, max_steps * accumulation
+        return step, max_steps
+
     def mode_at(self, step: int, max_steps: int) -> str:
+        """The pruning mode at ``step`` of ``max_steps`` (in the schedule's unit, see :meth:`position`)."""
         if not self.enabled:
             return "none"
         if step >= _as_step(self.hard_from, max_steps):
@@ -71,14 +91,22 @@ class PruningSchedule:
             return "soft"
         return "none"
 
+    def flipping_at(self, step: int, max_steps: int) -> bool:
+        return self.enabled and self.flip_from is not None and step >= _as_step(self.flip_from, max_steps)
+
 
 @dataclass
 class BandLoss:
-    """relu(r - high) + relu(low - r) on the mean keep probability r, times ``weight``."""
+    """relu(r - high) + relu(low - r) on the keep ratio r (mean keep probability), times ``weight``.
+
+    As released it is taken per sample and averaged, only from the soft phase on, and not on
+    perturbed or flipped samples; ``per_sample: false`` takes it once on the batch mean.
+    """
 
     low: float = 0.3
     high: float = 0.8
     weight: float = 1.0
+    per_sample: bool = True
 
 
 @dataclass
@@ -107,7 +135,8 @@ class TrainConfig:
     # Stages 0 and 2: the 3D patch embedding at its own rate (None: with the rest of the tower)
     patch_embedding_learning_rate: float | None = None
     freeze_vision: bool = False  # stage 2: keep the vision tower as initialised (e.g. after a warm-up)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1  # as released (ms-swift's default); not on biases and norm weights
+    adam_beta2: float = 0.95  # as released (ms-swift's default)
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | bf16 | fp16
@@ -115,7 +144,9 @@ class TrainConfig:
     pruning: PruningSchedule = field(default_factory=PruningSchedule)
     band_loss: BandLoss = field(default_factory=BandLoss)
     vision_warmup: VisionWarmupSettings = field(default_factory=VisionWarmupSettings)
-    robustness_probability: float = 0.0  # share of samples perturbed (entropy loss instead of CE)
+    # Share of stage-2 samples perturbed (the release's six kinds, on the patches), trained to be
+    # uncertain (entropy maximised instead of cross-entropy). Released: 0.15.
+    robustness_probability: float = 0.15
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     log_every: int = 10
     tensorboard: bool = False
@@ -192,6 +223,9 @@ def _coerce(value: Any, annotation: str, name: str) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and annotation.startswith("float"):
         return float(value)
     return value
+
+
+SCHEDULE_UNITS = ("forward_passes", "optimizer_steps")
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ goes through accelerate (``accelerate launch --config_file ... -m photonlib.cli.
 for DDP, FSDP or DeepSpeed ZeRO-2); nothing here assumes one process.
 
 Exact resume: the batch of every step is a pure function of (seed, step, process), and the
-perturbation draws are seeded by (seed, step), so ``--resume`` after a checkpoint continues
+perturbation and flip draws are seeded by (seed, step, micro-step, process), so ``--resume`` after a checkpoint continues
 exactly where the uninterrupted run would have been (accelerate restores model, optimizer,
 scheduler and RNG states).
 """
@@ -97,6 +97,10 @@ def parameter_groups(model: PhotonForConditionalGeneration, config: TrainConfig,
     """
     patch_embedding = set(model.model.visual.patch_embed.parameters())
     vision = set(model.model.visual.parameters())
+    # Stage 2 as released (ms-swift): the merger (vision -> language projector) learns at the
+    # language rate. Stage 0 trains it with the tower.
+    merger = set(model.model.visual.merger.parameters()) if config.stage == 2 else set()
+    no_decay = _no_weight_decay(model)
     scheduler = set(model.model.language_model.token_scheduler.parameters())
     separate_patch_embedding = config.stage != 1 and config.patch_embedding_learning_rate is not None
     groups: dict[str, list[torch.nn.Parameter]] = {"language": [], "vision": [], "patch_embedding": [], "scheduler": []}
@@ -114,7 +118,7 @@ def parameter_groups(model: PhotonForConditionalGeneration, config: TrainConfig,
             groups["scheduler"].append(parameter)
         elif parameter in patch_embedding and separate_patch_embedding:
             groups["patch_embedding"].append(parameter)
-        elif parameter in vision:
+        elif parameter in vision and parameter not in merger:
             groups["vision"].append(parameter)
         else:
             groups["language"].append(parameter)
@@ -125,11 +129,26 @@ def parameter_groups(model: PhotonForConditionalGeneration, config: TrainConfig,
         "patch_embedding": config.patch_embedding_learning_rate,
         "scheduler": config.scheduler_learning_rate or config.learning_rate,
     }
-    return [
-        {"params": params, "lr": rates[name], "weight_decay": config.weight_decay, "name": name}
-        for name, params in groups.items()
-        if params
-    ]
+    result = []
+    for name, params in groups.items():
+        for decays in (True, False):
+            chosen = [parameter for parameter in params if (id(parameter) not in no_decay) == decays]
+            if chosen:
+                weight_decay = config.weight_decay if decays else 0.0
+                label = name if decays else f"{name} (no weight decay)"
+                result.append({"params": chosen, "lr": rates[name], "weight_decay": weight_decay, "name": label})
+    return result
+
+
+def _no_weight_decay(model: torch.nn.Module) -> set[int]:
+    """Biases and normalisation weights: no weight decay (transformers' Trainer, which ms-swift uses)."""
+    excluded = set()
+    for module in model.modules():
+        is_norm = isinstance(module, torch.nn.LayerNorm) or "Norm" in type(module).__name__
+        for name, parameter in module.named_parameters(recurse=False):
+            if is_norm or name == "bias":
+                excluded.add(id(parameter))
+    return excluded
 
 
 # ----------------------------------------------------------------------------- data
@@ -203,21 +222,51 @@ def batch_indices(step: int, micro_step: int, count: int, config: TrainConfig, r
     return indices
 
 
-def perturb(array: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-    """One robustness perturbation (released recipe): slice shuffle, random masking, noise or zeros."""
-    kind = generator.integers(4)
-    if kind == 0:
-        return array[generator.permutation(array.shape[0])]
-    if kind == 1:
-        return array * (generator.random(array.shape) > 0.5)
-    if kind == 2:
-        return np.clip(array + generator.normal(0, 0.2, array.shape), 0, 1).astype(np.float32)
-    return np.zeros_like(array)
+#: The release's robustness perturbations of one volume's patch tensor (N patches x voxels),
+#: with their probabilities (swift/photon/utils.py, VolumeAugmenter).
+PERTURBATIONS = (
+    ("shuffle patches", 0.16),
+    ("shuffle patches and voxels", 0.16),
+    ("keep 20% of patches", 0.16),
+    ("keep 10% of voxel positions", 0.16),
+    ("uniform noise", 0.16),
+    ("zeros", 0.20),
+)
+
+
+def perturb_patches(patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One robustness perturbation of a (N, D) patch tensor, drawn as the release draws it."""
+    draw = float(torch.rand(1, generator=generator))
+    cumulative, kind = 0.0, PERTURBATIONS[-1][0]
+    for name, probability in PERTURBATIONS:
+        cumulative += probability
+        if draw <= cumulative:
+            kind = name
+            break
+    rows, columns = patches.shape
+    if kind == "shuffle patches":
+        return patches[torch.randperm(rows, generator=generator)]
+    if kind == "shuffle patches and voxels":
+        return patches[torch.randperm(rows, generator=generator)][:, torch.randperm(columns, generator=generator)]
+    if kind == "keep 20% of patches":
+        return patches * (torch.rand(rows, 1, generator=generator) < 0.2)
+    if kind == "keep 10% of voxel positions":
+        return patches * (torch.rand(1, columns, generator=generator) < 0.1)
+    if kind == "uniform noise":
+        return torch.rand(patches.shape, generator=generator, dtype=patches.dtype)
+    return torch.zeros_like(patches)
 
 
 # ----------------------------------------------------------------------------- losses
-def answer_losses(logits: torch.Tensor, labels: torch.Tensor, kept_positions: torch.Tensor | None, perturbed: torch.Tensor):
-    """Cross-entropy on clean samples; negative entropy (maximised uncertainty) on perturbed ones."""
+def answer_losses(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    kept_positions: torch.Tensor | None,
+    perturbed: torch.Tensor,
+    flipped: torch.Tensor | None = None,
+):
+    """Cross-entropy on clean samples; negative entropy (maximised uncertainty) on perturbed ones;
+    ``-log(1 - p(answer token))`` on samples that saw the inverted keep decision (as released)."""
     if kept_positions is not None:
         labels = gather_positions(labels.unsqueeze(-1), kept_positions, IGNORE_INDEX).squeeze(-1)
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
@@ -226,15 +275,25 @@ def answer_losses(logits: torch.Tensor, labels: torch.Tensor, kept_positions: to
     log_probabilities = torch.log_softmax(logits, dim=-1)
     per_token_entropy = -(log_probabilities.exp() * log_probabilities).sum(dim=-1)
     per_token = torch.where(perturbed.unsqueeze(1), -per_token_entropy, per_token_ce)
+    if flipped is not None and bool(flipped.any()):
+        answer_probability = log_probabilities.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1).exp()
+        per_token = torch.where(flipped.unsqueeze(1), -torch.log(1.0 - answer_probability + 1e-6), per_token)
     return (per_token * answer).sum() / answer.sum().clamp_min(1)
 
 
-def band_loss(keep_probability: torch.Tensor | None, config: TrainConfig) -> torch.Tensor | None:
+def band_loss(
+    keep_probability: torch.Tensor | None, config: TrainConfig, excluded: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """The keep-ratio band; ``excluded`` (B,) samples (perturbed, flipped) do not count."""
     if keep_probability is None or config.stage == 1:
         return None
-    ratio = keep_probability.mean()
     band = config.band_loss
-    return band.weight * (F.relu(ratio - band.high) + F.relu(band.low - ratio))
+    if excluded is not None:
+        keep_probability = keep_probability[~excluded]
+        if keep_probability.shape[0] == 0:
+            return None
+    ratio = keep_probability.mean(dim=1) if band.per_sample else keep_probability.mean()
+    return band.weight * (F.relu(ratio - band.high) + F.relu(band.low - ratio)).mean()
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -300,7 +359,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         lesion_weight = config.vision_warmup.positive_weight or positive_weight(np.stack(labels))
     trained = warmup if warmup is not None else model
 
-    optimizer = torch.optim.AdamW(parameter_groups(model, config, list(warmup.head.parameters()) if warmup else ()))
+    groups = parameter_groups(model, config, list(warmup.head.parameters()) if warmup else ())
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, config.adam_beta2))
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
     trained, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
     if config.tensorboard:
@@ -317,10 +377,13 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     trained.train()
     progress = tqdm(total=config.max_steps, initial=start_step, disable=not accelerator.is_local_main_process, desc="training")
     started, samples_seen, last_loss, keep_ratios = time.perf_counter(), 0, float("nan"), []
+    schedule = config.pruning
     for step in range(start_step, config.max_steps):
-        pruning_mode = config.pruning.mode_at(step, config.max_steps) if config.stage == 2 else "none"
         step_loss = 0.0
         for micro_step in range(config.gradient_accumulation_steps):
+            at, length = schedule.position(step, micro_step, config.max_steps, config.gradient_accumulation_steps)
+            pruning_mode = schedule.mode_at(at, length) if config.stage == 2 else "none"
+            flipping = config.stage == 2 and pruning_mode == "hard" and schedule.flipping_at(at, length)
             indices = batch_indices(step, micro_step, len(items), config, accelerator.process_index, accelerator.num_processes)
             batch_items = [items[i] for i in indices]
             with accelerator.accumulate(trained):
@@ -330,13 +393,21 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                     targets = torch.from_numpy(np.stack([token_labels[item.volume] for item in batch_items]))
                     loss = warmup_loss(logits, targets.to(accelerator.device), lesion_weight)
                 else:
-                    batch, perturbed = _collate(processor, cache, batch_items, config, step, micro_step)
+                    batch, perturbed, flipped = _collate(
+                        processor, cache, batch_items, config, step, micro_step, accelerator.process_index, flipping
+                    )
+                    perturbed, flipped = perturbed.to(accelerator.device), flipped.to(accelerator.device)
                     # The answer's positions, so hard pruning trains on what decoding will compute.
                     answer_mask = (batch["labels"] != IGNORE_INDEX).to(accelerator.device)
                     inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
-                    output = trained(**inputs, answer_mask=answer_mask, pruning_mode=pruning_mode)
-                    loss = answer_losses(output.logits, batch["labels"].to(accelerator.device), output.kept_positions, perturbed.to(accelerator.device))
-                    band = band_loss(output.keep_probability, config)
+                    output = trained(
+                        **inputs, answer_mask=answer_mask, pruning_mode=pruning_mode,
+                        frozen_keep=perturbed | flipped, flipped_keep=flipped,
+                    )  # fmt: skip
+                    labels = batch["labels"].to(accelerator.device)
+                    loss = answer_losses(output.logits, labels, output.kept_positions, perturbed, flipped)
+                    # As released: the keep-ratio band from the soft phase on, on clean samples only.
+                    band = band_loss(output.keep_probability, config, perturbed | flipped) if pruning_mode != "none" else None
                     if band is not None:
                         loss = loss + band
                     if output.keep_probability is not None:
@@ -392,13 +463,27 @@ def _collate(
     config: TrainConfig,
     step: int,
     micro_step: int,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    generator = np.random.default_rng([config.seed, step, micro_step])
-    arrays, perturbed = [], []
-    for example in examples:
-        array = cache.array(example.volume)
-        hit = config.stage == 2 and generator.random() < config.robustness_probability
-        arrays.append(perturb(array, generator) if hit else array)
+    rank: int = 0,
+    flipping: bool = False,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """A stage-2 batch, its perturbed samples and its samples with an inverted keep decision."""
+    generator = torch.Generator().manual_seed(hash_seed(config.seed, step, micro_step, rank))
+    batch = processor([cache.array(e.volume) for e in examples], [e.question for e in examples], answers=[e.answer for e in examples])
+    sizes = batch["video_grid_thw"].prod(-1).tolist()
+    pieces = list(torch.split(batch["pixel_values"], sizes))
+    perturbed, flipped = [], []
+    for index, piece in enumerate(pieces):
+        hit = config.stage == 2 and float(torch.rand(1, generator=generator)) < config.robustness_probability
+        flip = not hit and flipping and float(torch.rand(1, generator=generator)) < config.pruning.flip_probability
+        if hit:
+            pieces[index] = perturb_patches(piece, generator)
         perturbed.append(hit)
-    batch = processor(arrays, [e.question for e in examples], answers=[e.answer for e in examples])
-    return batch, torch.tensor(perturbed)
+        flipped.append(flip)
+    batch["pixel_values"] = torch.cat(pieces)
+    return batch, torch.tensor(perturbed), torch.tensor(flipped)
+
+
+def hash_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs and processes)."""
+    digest = hashlib.sha256(",".join(str(int(part)) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1

@@ -6,7 +6,7 @@ kept tokens' original positions, and the keep probabilities get a surrogate grad
 (METHOD.md section 4, as released):
 
     imp_j = <x_j, g_j>;  z = clip((imp - mean) / std, -1.5, 1.5);  rel = 0.5 + 0.5 tanh(z)
-    dir = 0.5 - rel, made zero-mean over visual tokens;  scale = clip(|x.g| / mean, 0.5, 2)
+    dir = 0.5 - rel, made zero-mean over visual tokens;  scale = clip(sum_d |x_d g_d| / mean, 0.5, 2)
     sat = max(p (1 - p), 5e-3);  dL/dp = 0.8 * dir * scale * sat
 
 ``straight_through`` is the paper's plain form ``M_st = sg(M) - sg(p) + p``: ``dL/dp_j =
@@ -58,7 +58,8 @@ class SurrogateTokenGather(torch.autograd.Function):
                 relevance = 0.5 + 0.5 * torch.tanh(((importance - mean) / sigma).clamp(-Z_CLIP, Z_CLIP))
                 direction = 0.5 - relevance  # important tokens (high relevance) get a negative gradient: p goes up
                 direction = direction - (direction * visual).sum(dim=1, keepdim=True) / count
-                magnitude = importance.abs()
+                # As released: the magnitude sums |x_d g_d| over the hidden dimension (not |<x, g>|).
+                magnitude = (hidden.float() * grad_hidden32).abs().sum(dim=-1) * visual
                 row_mean = ((magnitude * visual).sum(dim=1, keepdim=True) / count).clamp_min(EPS)
                 scale = (magnitude / row_mean).clamp(*SCALE_RANGE)
                 probability = keep_probability.detach().float()
