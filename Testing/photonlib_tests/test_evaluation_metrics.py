@@ -21,12 +21,11 @@ from photonlib.evaluation import (
     build_results,
     canonical_task,
     default_bertscore_model,
-    exact_match_hit,
     letter_rule_hit,
     markdown_table,
     mean_relative_accuracy,
-    normalize_answer,
     parse_first_number,
+    photon_exact_match_hit,
     resolve_bertscore_model,
     rouge1,
     save_results,
@@ -72,49 +71,23 @@ def test_rouge1_f_known_pairs():
 
 
 @pytest.mark.parametrize(
-    ("prediction", "letter_rule", "exact_match"),
+    ("prediction", "letter_rule", "photon_rule"),
     [
-        (
-            "The answer is B. Pleural effusion",
-            True,
-            False,
-        ),  # "B." occurs; extra words fail EM
-        ("B. Pleural effusion", True, True),
-        (
-            "b",
-            False,
-            True,
-        ),  # the benchmark's rule is case-sensitive and needs the full stop
-        ("B", False, True),
-        ("(b)", False, True),
+        ("The answer is B. Pleural effusion", True, False),  # "B." occurs; extra words fail equality
+        ("B. Pleural effusion", True, False),  # the Photon release compares the answer text alone
+        ("b", False, False),  # the letter rule is case-sensitive and needs the full stop
+        ("B", False, False),
         ("Pleural effusion", False, True),  # the choice text alone
-        ("pleural effusion.", False, True),
-        (
-            "A. B.",
-            True,
-            False,
-        ),  # the benchmark counts any "B.": lenient to several letters
-        (
-            "A. Pleural effusion",
-            False,
-            False,
-        ),  # EM: a leading letter must be the answer's
+        ("PLEURAL  EFFUSION", False, True),  # case and runs of spaces are folded
+        ("pleural effusion.", False, False),  # punctuation is kept (PhotonLib's old rule said hit)
+        ("A. B.", True, False),  # the benchmark counts any "B.": lenient to several letters
+        ("A. Pleural effusion", False, False),
         ("", False, False),
     ],
 )
-def test_both_closed_rules_on_tricky_outputs(prediction, letter_rule, exact_match):
+def test_both_closed_rules_on_tricky_outputs(prediction, letter_rule, photon_rule):
     assert letter_rule_hit(prediction, "B") is letter_rule
-    assert exact_match_hit(prediction, "Pleural effusion", "B") is exact_match
-
-
-def test_exact_match_letter_a_survives_article_removal():
-    # SQuAD normalisation deletes the article "a": a bare "A" must still be read as a letter.
-    assert normalize_answer("A") == ""
-    assert exact_match_hit("A", "Yes", "A")
-    assert exact_match_hit("A. Yes", "Yes", "A")
-    assert not exact_match_hit("A. No", "No", "B")
-    assert not exact_match_hit("", "Yes", "A")
-    assert normalize_answer("No Abnormality (Always absent)") == "no abnormality always absent"
+    assert photon_exact_match_hit(prediction, "Pleural effusion") is photon_rule
 
 
 # --- MRA --------------------------------------------------------------------------------------
@@ -180,13 +153,14 @@ def test_task_is_the_unweighted_mean_of_its_subtasks():
         _closed("4", "1", "A. Yes"),
         _closed("4", "2", "A. Yes"),
     ]
-    results = build_results(records, compute_bertscore=False)
+    results = build_results(records, compute_bertscore=False, rules="m3d")
     task = results["tasks"]["Existence Detection"]
     assert task["subtasks"]["1"]["metrics"]["accuracy_letter_rule"] == pytest.approx(2 / 3)
     assert task["subtasks"]["2"]["metrics"]["accuracy_letter_rule"] == 0.0
     # Macro over subtasks (2/3 + 0) / 2 = 1/3, not the 2/4 a pooled mean would give.
     assert task["metrics"]["accuracy_letter_rule"] == pytest.approx(1 / 3)
-    assert task["metrics"]["accuracy_exact_match"] == pytest.approx(1 / 3)
+    photon = build_results(records, compute_bertscore=False)["tasks"]["Existence Detection"]
+    assert photon["metrics"]["accuracy_exact_match"] == 0.0  # "B. No" is not the answer text "No"
     assert task["num_samples"] == 4 and task["num_subtasks"] == 2
 
 
@@ -242,7 +216,7 @@ def _run(name, accuracy, bleu_prediction, tokens, latency):
         _closed(
             "Task4_Existence_Detection",
             "Emphysema",
-            "B." if accuracy else "A.",
+            "No" if accuracy else "Yes",
             tokens_kept=tokens,
             tokens_total=1000,
             latency_s=latency,
@@ -277,25 +251,22 @@ def test_markdown_table_like_table_1_with_runs_side_by_side():
     full = _run("No pruning", False, "30 mm", 1000, 1.25)
     table = markdown_table([its, full])
     lines = table.splitlines()
-    assert lines[0] == "| Task | Metric | ITS | No pruning |"
-    assert lines[1] == "| --- | --- | ---: | ---: |"
-    body = [line.split(" | ") for line in lines[2:] if line.startswith("| ")]
+    assert lines[0].startswith("Scored with rule set `photon` (default; Photon release), reproducing")
+    assert lines[2] == "| Task | Metric | ITS | No pruning |"
+    assert lines[3] == "| --- | --- | ---: | ---: |"
+    body = [line.split(" | ") for line in lines[4:] if line.startswith("| ")]
     cells = [[cell.strip("| ") for cell in row] for row in body]
-    assert cells[0] == ["Existence Detection", 'Accuracy ("X." rule)', "100.00", "0.00"]
-    assert cells[1] == ["", "Accuracy (exact match)", "100.00", "0.00"]
+    assert cells[0] == ["Existence Detection", "Accuracy (exact match)", "100.00", "0.00"]
     # Table 1 order: Existence Detection before Medical Measurement; other tasks after.
-    assert cells[2][:2] == ["Medical Measurement", "BLEU"]
+    assert cells[1][:2] == ["Medical Measurement", "BLEU"]
     # "30 mm" vs [30x13 mm]: 1 of 2 unigrams, equal lengths -> 50.00.
-    assert cells[2][2:] == ["100.00", "50.00"]
-    assert cells[3][:2] == ["", "ROUGE"]
-    assert cells[4][:2] == ["DeepTumorVQA", "MRA"] and cells[4][2:] == [
-        "80.00",
-        "80.00",
-    ]
-    assert cells[5] == ["Tokens kept", "mean per case", "250.0", "1000.0"]
-    assert cells[6] == ["", "% of volume tokens", "25.00", "100.00"]
-    assert cells[7] == ["Latency", "mean s per case", "0.500", "1.250"]
-    assert cells[9] == ["Grounding", "lesion voxels covered", "75.00", "75.00"]
+    assert cells[1][2:] == ["100.00", "50.00"]
+    assert cells[2][:2] == ["", "ROUGE"]
+    assert cells[3][:2] == ["DeepTumorVQA", "MRA"] and cells[3][2:] == ["80.00", "80.00"]
+    assert cells[4] == ["Tokens kept", "mean per case", "250.0", "1000.0"]
+    assert cells[5] == ["", "% of volume tokens", "25.00", "100.00"]
+    assert cells[6] == ["Latency", "mean s per case", "0.500", "1.250"]
+    assert cells[8] == ["Grounding", "lesion voxels covered", "75.00", "75.00"]
     assert "BERT Score" not in [row[1] for row in cells]  # not computed in these runs
 
 
@@ -329,7 +300,8 @@ def test_results_are_json_serialisable_and_record_bertscore_model(tmp_path):
             letter="D",
         ),
     ]
-    results = build_results(records, run_name="ITS")
+    # m3d scores an empty answer 0 on every metric (photon would read it back as "nan").
+    results = build_results(records, run_name="ITS", rules="m3d")
     path = save_results(results, tmp_path / "results.json")
     loaded = json.loads(path.read_text())
     assert loaded["bertscore"]["name"] == "all-MiniLM-L6-v2"
@@ -355,8 +327,8 @@ def test_results_are_json_serialisable_and_record_bertscore_model(tmp_path):
     table = markdown_table(loaded)
     assert "| Image Observation | BLEU | 50.00 |" in table
     assert "all-MiniLM-L6-v2 layer 6 (ITS); not comparable" in table
-    # The benchmark's script drops empty outputs instead: then only subtask 1 has open metrics.
-    skipped = build_results(records, compute_bertscore=False, empty_open_predictions="skip")
+    # The 3D-RAD benchmark's script drops empty outputs instead: then only subtask 1 has open metrics.
+    skipped = build_results(records, compute_bertscore=False, rules="3d-rad")
     assert skipped["tasks"]["Image Observation"]["metrics"]["bleu1"] == pytest.approx(1.0)
 
 

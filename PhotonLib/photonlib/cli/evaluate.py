@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from photonlib.evaluation.rules import DEFAULT_RULE_SET, RULE_SETS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
     parser.add_argument("--bertscore-model", help="roberta-large or a local folder (default: offline all-MiniLM-L6-v2)")
     parser.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
+    parser.add_argument(
+        "--rules", choices=tuple(RULE_SETS), default=DEFAULT_RULE_SET,
+        help=f"whose scorer to reproduce (default {DEFAULT_RULE_SET}): photon = the Photon release (Existence "
+        "Detection closed, lower-cased exact match), 3d-rad = the benchmark's scorer (Existence Detection open, "
+        "letter rule), m3d = M3D's (per-answer BLEU/ROUGE/METEOR/BERTScore); see docs/evaluation.md",
+    )  # fmt: skip
     parser.add_argument("--name", help="run name in the table (default: the model name)")
     parser.add_argument("--device", default="auto")
     parser.set_defaults(run=run)
@@ -47,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"{engine.name} ({engine.pruner_name}{budget})"
     run_result = evaluate(
         engine, samples, run_name=name, max_new_tokens=args.max_new_tokens,
-        bertscore_model=args.bertscore_model, compute_bertscore=not args.no_bertscore,
+        bertscore_model=args.bertscore_model, compute_bertscore=not args.no_bertscore, rules=args.rules,
     )  # fmt: skip
     json_path, markdown_path, predictions_path = write_outputs(run_result, args.out)
     print(run_result.table)

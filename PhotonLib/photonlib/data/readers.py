@@ -65,7 +65,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from photonlib.data.samples import CHOICE_LETTERS, DatasetError, DatasetReport, OnError, RowProblem, VQASample
+from photonlib.answers import CHOICE_LETTERS, answer_matches_choice, normalize_letter, parse_first_number
+from photonlib.data.samples import DatasetError, DatasetReport, OnError, RowProblem, VQASample
 
 #: The instruction a caption pair is asked with (M3D-Cap).
 CAPTION_QUESTION = "Describe the findings of this CT scan."
@@ -100,7 +101,6 @@ DEEPTUMORVQA_NUMERIC_SUBTYPES = frozenset(
     }
 )
 
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 _ABSENT = {"", "-", "nan", "none", "null"}
 
 
@@ -152,18 +152,6 @@ def volume_stem(name: str) -> str:
     return name
 
 
-def _normalized(text: str) -> str:
-    text = re.sub(r"\s+", " ", str(text)).strip().strip("\"'").strip()
-    return text.rstrip(".;: ").casefold()
-
-
-def answer_matches_choice(answer: str, letter: str, text: str) -> bool:
-    """True when ``answer`` is the choice's text, its letter, or ``"<letter>. <text>"`` (case and
-    trailing punctuation ignored)."""
-    candidates = {_normalized(text), _normalized(letter), _normalized(f"{letter}. {text}")}
-    return _normalized(answer) in candidates
-
-
 def _text(value: Any, name: str, *, required: bool = True) -> str | None:
     """A string field: strings are stripped, numbers turned into text, anything else refused."""
     if value is None:
@@ -190,7 +178,7 @@ def _closed_choice(answer: str, choices: dict[str, str], letter: str | None) -> 
                 "bad choices",
             )
         return matching[0]
-    letter = letter.strip().rstrip(".").upper()
+    letter = normalize_letter(letter)
     if letter not in choices:
         raise _RowError(f"answer letter {letter!r} is not among the choices {sorted(choices)}", "bad choices")
     if not answer_matches_choice(answer, letter, choices[letter]):
@@ -771,7 +759,7 @@ def read_deeptumorvqa(
             letter = _closed_choice(answer, choices, letter)
         else:
             question = _text(record.get("question"), "question")
-            if numeric and not _NUMBER.search(answer):
+            if numeric and parse_first_number(answer) is None:
                 raise _RowError(f"subtype {subtype!r} needs a numeric answer, got {answer!r}", "wrong type")
             letter = None
         volume = find_volume(image)

@@ -15,8 +15,6 @@ from typing import Any, Literal
 OnError = Literal["skip", "raise"]
 QuestionType = Literal["open", "closed"]
 
-#: Choice letters in order; closed questions use a prefix of these.
-CHOICE_LETTERS = ("A", "B", "C", "D", "E", "F")
 
 
 class DatasetError(ValueError):

