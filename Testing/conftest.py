@@ -10,14 +10,16 @@ import os
 
 import pytest
 
-from volume_factory import rotation
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture
 def oblique_direction():
+    # Imported here, not at the top: the Slicer-side tests also run in a Python that has only
+    # what Slicer's Python has (no SimpleITK, which volume_factory needs), see Testing/slicer/conftest.py.
+    from volume_factory import rotation
+
     return rotation(7)
 
 

@@ -50,7 +50,10 @@ class HistoryEntry:
 def create_history_table(scene, name: str):
     """An empty history table node with the columns above, added to the scene."""
     table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
-    table_node.SetUseColumnTitleAsColumnHeader(True)
+    # Column names as the header: Slicer 5.8 renamed SetUseColumnNameAsColumnHeader (5.6) to
+    # SetUseColumnTitleAsColumnHeader and deprecated the old name; call the one this Slicer has.
+    set_header = getattr(table_node, "SetUseColumnTitleAsColumnHeader", None)
+    (set_header or table_node.SetUseColumnNameAsColumnHeader)(True)
     table = table_node.GetTable()
     for column_name, array_class in COLUMNS:
         column = array_class()

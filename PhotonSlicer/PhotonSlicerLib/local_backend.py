@@ -13,18 +13,31 @@ log, the scene, the parameter node or the settings.
 No Qt here: the widget polls :meth:`LocalBackendProcess.poll` from a ``qt.QTimer``; tests run
 a real ``photon serve`` under plain Python. Starting, polling and stopping never block for
 long: the model load happens in the child, and the status comes from its log file.
+
+Stopping ends the whole process tree. ``PythonSlicer`` is a launcher: it runs the real
+interpreter as its own child and forwards no signal, so ending the launcher alone would leave
+the server holding the port and the GPU memory. The backend therefore starts in a process
+group of its own (a new session on POSIX, ``CREATE_NEW_PROCESS_GROUP`` on Windows); Stop
+signals the group (SIGTERM, then SIGKILL after a grace period; ``taskkill /T /F`` on Windows),
+and the backend counts as running until no process of the group is left. When Slicer's Python
+exits (Slicer quits) every backend still running is stopped the same way (an ``atexit``
+handler, :func:`stop_all`).
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
+import contextlib
 import datetime
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,13 +98,114 @@ class ProcessLauncher(Protocol):
     def __call__(self, command: Sequence[str], env: Mapping[str, str], log: IO[bytes]) -> RunningProcess: ...
 
 
+class ProcessTree:
+    """A started child and every process it starts (a :class:`RunningProcess`).
+
+    The child leads a process group of its own (see :func:`subprocess_launcher`).
+    :meth:`terminate` and :meth:`kill` reach every member of the group, and :meth:`poll`
+    reports an exit code only once the child *and* everything it started have ended: a
+    launcher such as ``PythonSlicer`` may end while the server it started still runs.
+    """
+
+    def __init__(self, child: subprocess.Popen):
+        self.child = child
+        self.pid = child.pid
+        self._group: int | None = None
+        if sys.platform != "win32":
+            with contextlib.suppress(OSError):
+                if os.getpgid(child.pid) == child.pid:  # it leads its own group (start_new_session)
+                    self._group = child.pid
+
+    def poll(self) -> int | None:
+        exit_code = self.child.poll()
+        if exit_code is None or self._group_alive():
+            return None
+        return exit_code
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            exit_code = self.poll()
+            if exit_code is not None:
+                return exit_code
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.child.args, timeout)
+            time.sleep(0.02)
+
+    def terminate(self) -> None:
+        """Ask every process of the tree to end (SIGTERM; on Windows the tree is ended at once)."""
+        if sys.platform == "win32":
+            self._taskkill()
+        else:
+            self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """End every process of the tree now."""
+        if sys.platform == "win32":
+            self._taskkill()
+        else:
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, signal_number: int) -> None:
+        if self._group is not None:
+            with contextlib.suppress(ProcessLookupError):  # the whole group has ended already
+                os.killpg(self._group, signal_number)
+        elif self.child.poll() is None:
+            self.child.send_signal(signal_number)
+
+    def _taskkill(self) -> None:
+        # /T: the child and every process it started; /F: console processes without a window
+        # cannot be asked to close. A child that is gone already makes taskkill fail: harmless.
+        if self.child.poll() is None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    ["taskkill", "/PID", str(self.pid), "/T", "/F"], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
+                    creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                )  # fmt: skip
+            if self.child.poll() is None:
+                self.child.kill()
+
+    def _group_alive(self) -> bool:
+        """Is any process of the group still running (zombies do not count: they hold nothing)?"""
+        if self._group is None:
+            return False
+        proc = Path("/proc")
+        if (proc / "self" / "stat").is_file():
+            for entry in proc.iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:  # ended while we looked
+                    continue
+                fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (name) "
+                if len(fields) > 2 and fields[2] == str(self._group) and fields[0] not in ("Z", "X"):
+                    return True
+            return False
+        try:
+            os.killpg(self._group, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
 def subprocess_launcher(command: Sequence[str], env: Mapping[str, str], log: IO[bytes]) -> RunningProcess:
-    """The default launcher: a plain child process, without a console window on Windows."""
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-    return subprocess.Popen(
-        list(command), env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        creationflags=flags,
-    )  # fmt: skip
+    """The default launcher: a child leading its own process group, without a console window on Windows.
+
+    Its own group (a new session on POSIX) lets Stop reach every process the child starts,
+    and keeps Ctrl+C in a terminal that runs Slicer from reaching the backend.
+    """
+    if sys.platform == "win32":
+        options = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+    else:
+        options = {"start_new_session": True}
+    child = subprocess.Popen(
+        list(command), env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **options
+    )
+    return ProcessTree(child)
 
 
 def new_token() -> str:
@@ -120,6 +234,30 @@ def default_python() -> str:
     import shutil
 
     return shutil.which("PythonSlicer") or sys.executable
+
+
+#: Backends started in this Python and not yet ended: stopped by :func:`stop_all` at exit.
+_RUNNING: set[LocalBackendProcess] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all(wait: float = 3.0) -> None:
+    """Stop every local backend this Python started (each gets ``wait`` seconds, then is killed).
+
+    Runs at interpreter exit (Slicer quitting) through :mod:`atexit`; the module's widget also
+    stops its backend in ``cleanup()``.
+    """
+    with _RUNNING_LOCK:
+        backends = list(_RUNNING)
+    for backend in backends:  # all asked at once, so their grace periods overlap
+        with contextlib.suppress(Exception):  # at exit: never raise, try every backend
+            backend.stop()
+    for backend in backends:
+        with contextlib.suppress(Exception):
+            backend.stop(wait=wait)
+
+
+atexit.register(stop_all)
 
 
 @dataclass(frozen=True)
@@ -221,6 +359,8 @@ class LocalBackendProcess:
             ) from error
         self._started_at = self.clock()
         self._state, self._message = STARTING, "Starting the backend ..."
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
 
     @property
     def running(self) -> bool:
@@ -255,6 +395,8 @@ class LocalBackendProcess:
         self._read_new_log_lines()
         stopped_on_request = self._stop_deadline is not None
         self._process, self.token, self.url = None, None, None
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
         self._close_log()
         if stopped_on_request:
             self._state, self._message = STOPPED, "Stopped."
@@ -263,7 +405,11 @@ class LocalBackendProcess:
         return LocalBackendStatus(self._state, self._message, None)
 
     def stop(self, wait: float = 0.0) -> LocalBackendStatus:
-        """Ask the server to shut down; with ``wait`` > 0, block up to that long, then kill it."""
+        """Ask the server (its whole process tree) to shut down; with ``wait`` > 0, block up to that long, then kill it.
+
+        Without ``wait`` it returns at once and :meth:`poll` kills the tree once the grace
+        period (``STOP_GRACE_S``) has passed.
+        """
         process = self._process
         if process is None:
             return self.poll()
@@ -276,7 +422,8 @@ class LocalBackendProcess:
                     process.wait(wait)
                 except subprocess.TimeoutExpired:
                     process.kill()
-                    process.wait(5)
+                    with contextlib.suppress(subprocess.TimeoutExpired):  # poll() says what is left
+                        process.wait(5)
         else:
             self._stop_deadline = self._stop_deadline or self.clock()
         return self.poll()

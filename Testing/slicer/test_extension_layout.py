@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import importlib.util
+import json
 import py_compile
 import re
 import struct
@@ -27,6 +28,26 @@ MODULE_LIB_DIR = MODULE_DIR / f"{MODULE_NAME}Lib"
 MODULE_FILE = MODULE_DIR / f"{MODULE_NAME}.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / f"{MODULE_NAME}.ui"
 S4EXT_FILE = REPOSITORY_ROOT / f"{MODULE_NAME}.s4ext"
+#: The Extensions Index catalog entry (read by Slicer 5.8 and later; 5.6 reads the .s4ext).
+CATALOG_ENTRY_FILE = REPOSITORY_ROOT / f"{MODULE_NAME}.json"
+CATALOG_ENTRY_SCHEMA = (
+    "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#"
+)
+#: What that schema allows ("additionalProperties": false): property -> (type, allowed values or None).
+#: Required: $schema, category, scm_url.
+CATALOG_ENTRY_PROPERTIES = {
+    "$schema": (str, None),
+    "category": (str, None),
+    "scm_url": (str, None),
+    "scm_revision": (str, None),
+    "scm_type": (str, {"git", "local"}),
+    "build_dependencies": (list, None),
+    "build_subdirectory": (str, None),
+    "enabled": (bool, None),
+    "tier": (int, {1, 3, 5}),
+}
+CATALOG_ENTRY_REQUIRED = {"$schema", "category", "scm_url"}
+LICENSE_FILES = (REPOSITORY_ROOT / "LICENSE", REPOSITORY_ROOT / "PhotonLib" / "LICENSE")
 ICON_SIZE = 128
 ICON_FILES = (
     REPOSITORY_ROOT / "Resources" / "Icons" / f"{MODULE_NAME}.png",
@@ -337,6 +358,96 @@ def test_s4ext_source_fields():
     assert fields["status"]
 
 
+# --------------------------------------------------------------------------------------------
+# The catalog entry (PhotonSlicer.json) follows Slicer's schema and agrees with CMake and .s4ext
+# --------------------------------------------------------------------------------------------
+
+
+def catalog_entry() -> dict:
+    return json.loads(CATALOG_ENTRY_FILE.read_text(encoding="utf-8"))
+
+
+def cmake_list(variables: dict[str, list[str]], name: str) -> list[str]:
+    """A CMake list variable ("NA" is the empty list for EXTENSION_DEPENDS)."""
+    values = [item for value in variables.get(name, []) for item in value.split(";") if item]
+    return [] if values == ["NA"] else values
+
+
+def test_catalog_entry_follows_slicers_schema():
+    entry = catalog_entry()
+    assert entry.get("$schema") == CATALOG_ENTRY_SCHEMA
+    assert CATALOG_ENTRY_REQUIRED <= set(entry), f"missing: {CATALOG_ENTRY_REQUIRED - set(entry)}"
+    unknown = set(entry) - set(CATALOG_ENTRY_PROPERTIES)
+    assert not unknown, f"the schema allows no other properties: {sorted(unknown)}"
+    for key, value in entry.items():
+        kind, allowed = CATALOG_ENTRY_PROPERTIES[key]
+        assert isinstance(value, kind) and not (kind is int and isinstance(value, bool)), f"{key}: {value!r}"
+        assert allowed is None or value in allowed, f"{key}: {value!r} is not one of {sorted(allowed)}"
+    assert all(isinstance(item, str) for item in entry.get("build_dependencies", []))
+
+
+def test_catalog_entry_agrees_with_cmake_and_s4ext(extension_cmake):
+    entry, fields = catalog_entry(), read_s4ext(S4EXT_FILE)
+    assert entry["category"] == cmake_single_value(extension_cmake, "EXTENSION_CATEGORY") == fields["category"]
+    depends = cmake_list(extension_cmake, "EXTENSION_DEPENDS")
+    assert entry.get("build_dependencies", []) == depends
+    assert fields["depends"].split() == (depends or ["NA"])
+    assert entry["scm_url"] == fields["scmurl"] and entry.get("scm_type", "git") == fields["scm"]
+    assert entry["scm_revision"] == fields["scmrevision"]
+    assert entry.get("build_subdirectory", ".") == fields["build_subdirectory"]
+    assert entry.get("enabled", True) == (fields["enabled"] == "1")
+
+
+def test_the_pytorch_extension_is_a_dependency_where_the_install_uses_it(extension_cmake):
+    """The documented install of torch into Slicer's Python goes through the PyTorch extension's PyTorchUtils."""
+    docs = (REPOSITORY_ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
+    uses_pytorch_utils = "PyTorchUtils" in docs
+    assert uses_pytorch_utils == ("PyTorch" in cmake_list(extension_cmake, "EXTENSION_DEPENDS"))
+
+
+# --------------------------------------------------------------------------------------------
+# License: Apache-2.0 for the whole project, declared where each package format reads it
+# --------------------------------------------------------------------------------------------
+
+
+def read_pyproject() -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11 (Slicer's 3.9)
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((REPOSITORY_ROOT / "PhotonLib" / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_license_is_the_apache_license_2_0():
+    text = LICENSE_FILES[0].read_text(encoding="utf-8")
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    for phrase in ("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION", "9. Accepting Warranty or Additional Liability", "END OF TERMS AND CONDITIONS"):  # fmt: skip
+        assert phrase in text
+    assert len(text.split()) > 1500  # the whole text, not a notice
+    # PhotonLib is also built and shipped on its own (wheel, the extension's PhotonLib folder): same text.
+    assert LICENSE_FILES[1].read_bytes() == LICENSE_FILES[0].read_bytes()
+
+
+def test_photonlib_declares_the_license():
+    pyproject = read_pyproject()
+    project = pyproject["project"]
+    assert project["license"] == "Apache-2.0"  # an SPDX expression (PEP 639)
+    assert project["license-files"] == ["LICENSE"]
+    assert not any(classifier.startswith("License ::") for classifier in project.get("classifiers", []))
+    # setuptools reads license expressions from 77 on; older ones reject the string form.
+    (setuptools,) = [item for item in pyproject["build-system"]["requires"] if item.startswith("setuptools")]
+    minimum = re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", setuptools)
+    assert minimum and int(minimum.group(1)) >= 77, setuptools
+
+
+def test_the_extension_installs_the_license():
+    commands = cmake_commands((REPOSITORY_ROOT / "CMakeLists.txt").read_text(encoding="utf-8"))
+    installs = [arguments for name, arguments in commands if name == "install"]
+    assert any("FILES" in arguments and "${CMAKE_CURRENT_SOURCE_DIR}/LICENSE" in arguments for arguments in installs)
+    for path in (REPOSITORY_ROOT / "CMakeLists.txt", S4EXT_FILE):
+        assert "Apache-2.0" in path.read_text(encoding="utf-8"), f"{path.name} does not name the license"
+
+
 def test_icon_url_points_at_the_committed_extension_icon(extension_cmake):
     homepage = cmake_single_value(extension_cmake, "EXTENSION_HOMEPAGE")
     icon_url = cmake_single_value(extension_cmake, "EXTENSION_ICONURL")
@@ -354,7 +465,11 @@ def test_module_category_matches_extension_category(extension_cmake):
         if isinstance(node, ast.Assign) and any(
             isinstance(target, ast.Attribute) and target.attr == "categories" for target in node.targets
         ):
-            categories = [constant.value for constant in ast.walk(node.value) if isinstance(constant, ast.Constant)]
+            # Each category is a string, or translate("qSlicerAbstractCoreModule", text): its last argument.
+            categories = [
+                element.args[-1].value if isinstance(element, ast.Call) else element.value
+                for element in node.value.elts
+            ]
     assert categories == [category]
 
 

@@ -1,7 +1,8 @@
 """The local backend as the panel's Start/Stop buttons run it: a real ``photon serve`` child process.
 
-Plain Python, nothing mocked: the child is started from this interpreter (PhotonLib installed,
-no demo model shipped, so the server uses its labelled tiny random model), reached over HTTP
+Plain Python, nothing mocked: the child is started from the ``backend_python`` fixture's Python
+(this interpreter when it has PhotonLib's backend dependencies, else
+``PHOTONSLICER_BACKEND_PYTHON``, as an external environment inside Slicer), reached over HTTP
 with the per-launch token, and stopped. Linux's /proc shows where the token is (and is not).
 """
 
@@ -32,8 +33,8 @@ from PhotonSlicerLib.local_backend import (  # noqa: E402
 PROC = Path("/proc")
 
 
-def test_local_backend_starts_with_a_fresh_token_answers_only_with_it_and_stops(tmp_path):
-    backend = LocalBackendProcess(sys.executable, device="cpu", log_dir=tmp_path)
+def test_local_backend_starts_with_a_fresh_token_answers_only_with_it_and_stops(tmp_path, backend_python):
+    backend = LocalBackendProcess(backend_python, device="cpu", log_dir=tmp_path)
     assert backend.poll().state == STOPPED and backend.token is None
     backend.start()
     try:
@@ -41,7 +42,9 @@ def test_local_backend_starts_with_a_fresh_token_answers_only_with_it_and_stops(
         token, pid = backend.token, backend._process.pid
         assert token and len(token) >= 40
         status = backend.wait_until_ready(timeout=60)  # an exiting child ends the wait at once
-        assert status.state == READY, f"{status.state}: {status.message}; last log lines:\n" + "\n".join(backend.log_text().splitlines()[-30:])
+        assert status.state == READY, f"{status.state}: {status.message}; last log lines:\n" + "\n".join(
+            backend.log_text().splitlines()[-30:]
+        )
         assert status.url.startswith("http://127.0.0.1:") and status.url == backend.url
         assert "Ready" in status.message
 
@@ -109,8 +112,8 @@ def test_python_without_the_backend_packages_is_explained(tmp_path):
     assert backend.token is None and "No module named" in backend.log_text()
 
 
-def test_server_refusing_its_arguments_is_explained(tmp_path):
-    backend = LocalBackendProcess(sys.executable, log_dir=tmp_path, extra_args=("--max-upload-mb", "lots"))
+def test_server_refusing_its_arguments_is_explained(tmp_path, backend_python):
+    backend = LocalBackendProcess(backend_python, log_dir=tmp_path, extra_args=("--max-upload-mb", "lots"))
     backend.start()
     status = backend.wait_until_ready(timeout=60)
     assert status.state == ERROR and status.message.startswith("The backend did not start:")

@@ -46,10 +46,12 @@ base = lambda name: type(name, (), {"__init__": lambda self, parent=None: None,
 stand_in_module("slicer.ScriptedLoadableModule", **{name: base(name) for name in (
     "ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
     "ScriptedLoadableModuleWidget")})
-stand_in_module("slicer.i18n", tr=lambda text: text)
+stand_in_module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
 class WithinRange:
     def __init__(self, minimum, maximum): self.minimum, self.maximum = minimum, maximum
 stand_in_module("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls, WithinRange=WithinRange)
+stand_in_module("slicer.parameterNodeWrapper.guiConnectors", QLineEditToStrConnector=object,
+                QTextEditPlainTextToStrConnector=object)
 stand_in_module("qt")
 
 import PhotonSlicer
