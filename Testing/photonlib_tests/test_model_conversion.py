@@ -29,6 +29,7 @@ from photonlib.model.conversion import (
     CheckpointError,
     convert_released_checkpoint,
     convert_released_state_dict,
+    detect_source_format,
     from_qwen2_5_vl,
     patch_embedding_from_2d,
     photon_config_from_qwen,
@@ -240,6 +241,21 @@ def test_released_state_dict_loads_strictly_with_equal_tensors(trained_photon):
     for key, tensor in trained_photon.state_dict().items():
         torch.testing.assert_close(fresh.state_dict()[key], tensor, rtol=0, atol=0, msg=key)
     assert not any("pos_proj" in key or "vision_patch_embed" in key for key in converted)
+
+
+def test_released_config_saved_by_transformers_4_with_both_channel_fields(trained_photon):
+    """transformers 4.x's save_pretrained writes in_channels: 3 (the unused 2D default) beside the
+    release's in_chans: 1; the release's 3D patch embedding reads in_chans."""
+    raw = released_config_json(trained_photon.config)
+    raw["vision_config"]["in_channels"] = 3
+    assert released_photon_config(raw).vision_config.in_channels == 1
+
+
+def test_source_format_detection_reads_in_chans_first(trained_photon, tmp_path):
+    raw = released_config_json(trained_photon.config)
+    raw["vision_config"]["in_channels"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert detect_source_format(tmp_path) == "released"
 
 
 def test_released_its_layer_comes_from_the_checkpoint(trained_photon):

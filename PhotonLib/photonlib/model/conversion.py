@@ -291,8 +291,10 @@ def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
 
 def _vision_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     vision = dict(raw.get("vision_config") or {})
-    if "in_chans" in vision:  # the released 4.x config names it in_chans
-        vision.setdefault("in_channels", vision.pop("in_chans"))
+    if "in_chans" in vision:
+        # The release's 3D patch embedding reads in_chans (1). transformers 4.x also saves
+        # in_channels (3, the unused 2D kernel's default) beside it, so in_chans wins.
+        vision["in_channels"] = vision.pop("in_chans")
     return vision
 
 
