@@ -1,4 +1,4 @@
-"""Cross-check PhotonLib against the authors' own Photon-S2 modeling code (issue 13, "Show").
+"""Cross-check PhotonLib against the authors' own Photon-S2 modeling code.
 
 Same tiny random weights, same volume, same question: does PhotonLib, loading the checkpoint with
 ``photon convert --from released``, keep the same visual tokens and give the same logits as the
@@ -157,7 +157,7 @@ def compare(args: argparse.Namespace, release: dict, tensors: dict, folder: Path
             )  # fmt: skip
         generations[name] = generated.sequences[0].tolist()
 
-    # Control: the same model with one-step temporal positions (PhotonLib before issue 13), to
+    # Control: the same model with one-step temporal positions (as models saved before volume_fps), to
     # show the check sees a difference that matters.
     config.volume_fps = None
     with torch.no_grad():
