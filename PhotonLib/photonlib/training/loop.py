@@ -5,9 +5,20 @@ goes through accelerate (``accelerate launch --config_file ... -m photonlib.cli.
 for DDP, FSDP or DeepSpeed ZeRO-2); nothing here assumes one process.
 
 Exact resume: the batch of every step is a pure function of (seed, step, process), and the
-perturbation and flip draws are seeded by (seed, step, micro-step, process), so ``--resume`` after a checkpoint continues
-exactly where the uninterrupted run would have been (accelerate restores model, optimizer,
-scheduler and RNG states).
+perturbation and flip draws are seeded by (seed, step, micro-step, the sample's place in the global
+batch), so ``--resume`` after a checkpoint continues exactly where the uninterrupted run would have
+been (accelerate restores model, optimizer, scheduler and RNG states).
+
+World sizes agree: W processes with ``batch_size`` each train what one process with
+``batch_size x W`` trains (the same global batch, the same draws, the same gradient). Each
+process's loss is its share of the global micro-batch's loss (its sums divided by the global
+counts: ``answer_losses``, ``band_loss``), so every sample's gradient is the one it gets in one
+process, and the processes' gradients are summed (DDP averages them; the loop multiplies by W).
+Summing per-sample gradients matters for SGP: its surrogate gives each sample's keep
+probabilities a gradient of a fixed size, not one scaled by the loss. Under DeepSpeed (which
+averages and steps inside ``backward``) the sums are divided by the global counts / W instead:
+the same for every loss term, and for SGP the release's behaviour (its surrogate on the threshold
+MLP averaged over the processes).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -264,9 +276,17 @@ def answer_losses(
     kept_positions: torch.Tensor | None,
     perturbed: torch.Tensor,
     flipped: torch.Tensor | None = None,
+    answer_tokens: torch.Tensor | float | None = None,
 ):
     """Cross-entropy on clean samples; negative entropy (maximised uncertainty) on perturbed ones;
-    ``-log(1 - p(answer token))`` on samples that saw the inverted keep decision (as released)."""
+    ``-log(1 - p(answer token))`` on samples that saw the inverted keep decision (as released).
+
+    The mean over answer tokens: their sum divided by ``answer_tokens`` (default: this batch's
+    count). Under several processes the loop passes the global micro-batch's count (divided by W
+    where the gradients are averaged, not summed), so that the processes' losses add up to the
+    global mean, as transformers' Trainer does with ``average_tokens_across_devices``; each
+    process's own mean would weigh a process's tokens more when it has fewer of them.
+    """
     if kept_positions is not None:
         labels = gather_positions(labels.unsqueeze(-1), kept_positions, IGNORE_INDEX).squeeze(-1)
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
@@ -278,13 +298,25 @@ def answer_losses(
     if flipped is not None and bool(flipped.any()):
         answer_probability = log_probabilities.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1).exp()
         per_token = torch.where(flipped.unsqueeze(1), -torch.log(1.0 - answer_probability + 1e-6), per_token)
-    return (per_token * answer).sum() / answer.sum().clamp_min(1)
+    count = answer.sum() if answer_tokens is None else answer_tokens
+    return (per_token * answer).sum() / torch.as_tensor(count, dtype=per_token.dtype, device=per_token.device).clamp_min(1)
 
 
 def band_loss(
-    keep_probability: torch.Tensor | None, config: TrainConfig, excluded: torch.Tensor | None = None
+    keep_probability: torch.Tensor | None,
+    config: TrainConfig,
+    excluded: torch.Tensor | None = None,
+    counted_samples: torch.Tensor | float | None = None,
 ) -> torch.Tensor | None:
-    """The keep-ratio band; ``excluded`` (B,) samples (perturbed, flipped) do not count."""
+    """The keep-ratio band; ``excluded`` (B,) samples (perturbed, flipped) do not count.
+
+    Per sample (as released), the mean over the counted samples is their sum divided by
+    ``counted_samples`` (default: this batch's count; under several processes the global
+    micro-batch's, as in :func:`answer_losses`). ``per_sample: false`` takes the band on the mean
+    of this process's micro-batch, weighted by its share of the counted samples: under several
+    processes not the band on the global batch's mean (the band is not linear in it), so only
+    ``per_sample: true`` is the same for every world size.
+    """
     if keep_probability is None or config.stage == 1:
         return None
     band = config.band_loss
@@ -292,8 +324,13 @@ def band_loss(
         keep_probability = keep_probability[~excluded]
         if keep_probability.shape[0] == 0:
             return None
-    ratio = keep_probability.mean(dim=1) if band.per_sample else keep_probability.mean()
-    return band.weight * (F.relu(ratio - band.high) + F.relu(band.low - ratio)).mean()
+    samples = keep_probability.shape[0]
+    count = torch.as_tensor(samples if counted_samples is None else counted_samples, device=keep_probability.device)
+    if band.per_sample:
+        ratio = keep_probability.mean(dim=1)
+        return band.weight * (F.relu(ratio - band.high) + F.relu(band.low - ratio)).sum() / count.clamp_min(1)
+    ratio = keep_probability.mean()
+    return band.weight * (F.relu(ratio - band.high) + F.relu(band.low - ratio)) * (samples / count.clamp_min(1))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -332,7 +369,20 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with="tensorboard" if config.tensorboard else None,
         project_dir=config.output_dir,
+        # max_steps counts optimizer steps whatever the number of processes: the scheduler steps once
+        # per step (accelerate's default steps it once per process, for dataloaders that shrink
+        # with the number of processes; the loop makes none, so this setting only means that).
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # Under DDP: some parameters get no gradient in some steps (the ITS threshold MLP before
+        # the soft phase, see _WithoutGradient); DDP must look for them.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    _check_world(accelerator)
+    # Several processes: each loss is its share of the global one and the gradients are summed
+    # (see the module docstring); DeepSpeed averages inside backward, so there each share is W times larger.
+    world = accelerator.num_processes
+    sum_gradients = world > 1 and accelerator.distributed_type != DistributedType.DEEPSPEED
+    share = 1.0 if sum_gradients else float(world)
     set_seed(config.seed)
     examples = load_examples(config)
     model, processor = build_model(config, examples)
@@ -391,34 +441,44 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                     batch = warmup_batch(processor, [cache.array(item.volume) for item in batch_items])
                     logits = trained(**{k: v.to(accelerator.device) for k, v in batch.items()})
                     targets = torch.from_numpy(np.stack([token_labels[item.volume] for item in batch_items]))
-                    loss = warmup_loss(logits, targets.to(accelerator.device), lesion_weight)
+                    # Equal-sized means on every process: the global mean is their mean.
+                    loss = warmup_loss(logits, targets.to(accelerator.device), lesion_weight) * (share / world)
                 else:
-                    batch, perturbed, flipped = _collate(
-                        processor, cache, batch_items, config, step, micro_step, accelerator.process_index, flipping
-                    )
+                    first_position = accelerator.process_index * config.batch_size  # in the global micro-batch
+                    batch, perturbed, flipped = _collate(processor, cache, batch_items, config, step, micro_step, first_position, flipping)
                     perturbed, flipped = perturbed.to(accelerator.device), flipped.to(accelerator.device)
                     # The answer's positions, so hard pruning trains on what decoding will compute.
                     answer_mask = (batch["labels"] != IGNORE_INDEX).to(accelerator.device)
                     inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
+                    # Before the soft phase ITS only scores (for the keep ratio): without a gradient,
+                    # so DDP does not wait for the threshold MLP's (its gradient stays None, as in one process).
+                    pruner = _WithoutGradient(model.pruner) if pruning_mode == "none" else None
                     output = trained(
-                        **inputs, answer_mask=answer_mask, pruning_mode=pruning_mode,
+                        **inputs, answer_mask=answer_mask, pruning_mode=pruning_mode, pruner=pruner,
                         frozen_keep=perturbed | flipped, flipped_keep=flipped,
                     )  # fmt: skip
                     labels = batch["labels"].to(accelerator.device)
-                    loss = answer_losses(output.logits, labels, output.kept_positions, perturbed, flipped)
+                    # Means over the global micro-batch (see the module docstring).
+                    answer_tokens, band_samples = _global_counts(accelerator, share, answer_mask.sum(), (~(perturbed | flipped)).sum())
+                    loss = answer_losses(output.logits, labels, output.kept_positions, perturbed, flipped, answer_tokens)
                     # As released: the keep-ratio band from the soft phase on, on clean samples only.
-                    band = band_loss(output.keep_probability, config, perturbed | flipped) if pruning_mode != "none" else None
+                    band = None
+                    if pruning_mode != "none":
+                        band = band_loss(output.keep_probability, config, perturbed | flipped, band_samples)
                     if band is not None:
                         loss = loss + band
                     if output.keep_probability is not None:
-                        keep_ratios.append(float(output.keep_mask.float().mean()))
+                        keep_ratios.append(float(accelerator.reduce(output.keep_mask.float().mean().detach(), "mean")))
                 accelerator.backward(loss)
+                if accelerator.sync_gradients and sum_gradients:
+                    _sum_over_processes(trained, world)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            step_loss += float(loss.detach()) / config.gradient_accumulation_steps
+            # The global micro-batch's loss: the sum of the processes' shares.
+            step_loss += float(accelerator.reduce(loss.detach(), "sum")) / share / config.gradient_accumulation_steps
             samples_seen += len(indices) * accelerator.num_processes
         last_loss = step_loss
         throughput = samples_seen / max(time.perf_counter() - started, 1e-9)
@@ -463,16 +523,20 @@ def _collate(
     config: TrainConfig,
     step: int,
     micro_step: int,
-    rank: int = 0,
+    first_position: int = 0,
     flipping: bool = False,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """A stage-2 batch, its perturbed samples and its samples with an inverted keep decision."""
-    generator = torch.Generator().manual_seed(hash_seed(config.seed, step, micro_step, rank))
+    """A stage-2 batch, its perturbed samples and its samples with an inverted keep decision.
+
+    Each sample's draws are seeded by its place in the global micro-batch (``first_position``
+    + its index), not by the process, so any world size draws the same for the same sample.
+    """
     batch = processor([cache.array(e.volume) for e in examples], [e.question for e in examples], answers=[e.answer for e in examples])
     sizes = batch["video_grid_thw"].prod(-1).tolist()
     pieces = list(torch.split(batch["pixel_values"], sizes))
     perturbed, flipped = [], []
     for index, piece in enumerate(pieces):
+        generator = torch.Generator().manual_seed(hash_seed(config.seed, step, micro_step, first_position + index))
         hit = config.stage == 2 and float(torch.rand(1, generator=generator)) < config.robustness_probability
         flip = not hit and flipping and float(torch.rand(1, generator=generator)) < config.pruning.flip_probability
         if hit:
@@ -481,6 +545,45 @@ def _collate(
         flipped.append(flip)
     batch["pixel_values"] = torch.cat(pieces)
     return batch, torch.tensor(perturbed), torch.tensor(flipped)
+
+
+class _WithoutGradient:
+    """A pruner that decides as ``pruner`` does, with no gradient to its parameters."""
+
+    def __init__(self, pruner) -> None:
+        self.pruner, self.name, self.stage = pruner, pruner.name, pruner.stage
+
+    def select(self, inputs):
+        with torch.no_grad():
+            return self.pruner.select(inputs)
+
+
+def _global_counts(accelerator: Accelerator, share: float, *local_counts: torch.Tensor) -> list[torch.Tensor]:
+    """Each count summed over the processes, divided by ``share``: what a process divides its
+    sums by for its share of the global micro-batch's mean (times ``share``)."""
+    if accelerator.num_processes == 1:
+        return list(local_counts)
+    totals = accelerator.reduce(torch.stack([count.float() for count in local_counts]).to(accelerator.device), "sum")
+    return list(totals / share)
+
+
+def _sum_over_processes(model: torch.nn.Module, world: int) -> None:
+    """DDP's averaged gradients, times the number of processes: their sum (exact for W a power of two)."""
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            parameter.grad.mul_(world)
+
+
+def _check_world(accelerator: Accelerator) -> None:
+    """Refuse processes started as several that each think they are alone (they would all train
+    the same batches and overwrite each other's checkpoints)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > accelerator.num_processes:
+        raise ValueError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}) but accelerate found no device to run them "
+            f"together and runs each alone; on a machine without GPUs set ACCELERATE_USE_CPU=1 (DDP over gloo): "
+            f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {launched} -m photonlib.cli.main train ..."
+        )
 
 
 def hash_seed(*parts: int) -> int:
