@@ -8,7 +8,8 @@
 # The tests that need a real `photon serve` start it with PHOTONSLICER_BACKEND_PYTHON, default
 # .venv/bin/python (pass 1 of .ci/run makes it); they are skipped without one, except in CI.
 # A missing Python fails in CI (CI=true) and is skipped with a warning elsewhere.
-# Arguments are passed to pytest (e.g. -k local_backend). About 1.5 minutes on 2 cores.
+# Arguments are passed to pytest (e.g. -k local_backend). About 2 minutes on 2 cores, half of it
+# installing the two environments.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

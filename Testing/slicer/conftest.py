@@ -73,21 +73,24 @@ OPTIONAL_MODULES = {
     "fastapi": "FastAPI (the real Photon backend)",
     "SimpleITK": "SimpleITK (photonlib's volume reader)",
 }
-#: Local test helpers and what they import in turn.
+#: Local test helpers, what they import in turn, and what they are.
 HELPER_NEEDS = {
-    "serving_helpers": ("torch", "fastapi"),
-    "volume_factory": ("SimpleITK",),
-    "ui_stand_ins": ("PySide6",),
+    "serving_helpers": (
+        ("torch", "fastapi"),
+        "it runs the backend in the test's own process, not a photon serve of PHOTONSLICER_BACKEND_PYTHON",
+    ),
+    "volume_factory": (("SimpleITK",), "it writes volume files"),
+    "ui_stand_ins": (("PySide6",), "it builds the .ui"),
 }
 
 
 def missing_modules(path: Path) -> list[str]:
-    """Optional modules that ``path`` imports at its top level and this Python lacks."""
+    """What ``path`` imports at its top level that this Python lacks, each with why it is needed."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError):
         return []  # let pytest report it
-    needed: list[str] = []
+    missing: list[str] = []
     for node in tree.body:
         if isinstance(node, ast.Import):
             roots = [alias.name.split(".")[0] for alias in node.names]
@@ -96,8 +99,14 @@ def missing_modules(path: Path) -> list[str]:
         else:
             continue
         for root in roots:
-            needed += list(HELPER_NEEDS.get(root, (root,) if root in OPTIONAL_MODULES else ()))
-    return sorted({name for name in needed if not module_available(name)})
+            if root in HELPER_NEEDS:
+                needs, what = HELPER_NEEDS[root]
+                absent = [OPTIONAL_MODULES[name] for name in needs if not module_available(name)]
+                if absent:
+                    missing.append("; ".join(absent) + f", needed by {root}: {what}")
+            elif root in OPTIONAL_MODULES and not module_available(root):
+                missing.append(OPTIONAL_MODULES[root])
+    return sorted(set(missing))
 
 
 def find_backend_python() -> str | None:
@@ -143,8 +152,6 @@ def pytest_pycollect_makemodule(module_path, parent):
     absent = missing_modules(Path(module_path))
     if absent:
         module = _SkippedModule.from_parent(parent, path=Path(module_path))
-        module.reason = f"{Path(module_path).name}: this Python ({sys.version.split()[0]}) lacks " + "; ".join(
-            OPTIONAL_MODULES[name] for name in absent
-        )
+        module.reason = f"{Path(module_path).name}: this Python ({sys.version.split()[0]}) lacks " + "; ".join(absent)
         return module
     return None

@@ -21,6 +21,7 @@ Tests use it in two halves:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -39,6 +40,15 @@ PLATFORM_DIR = Path(
 RELEASES = ("v5.6.2", "v5.8.1", "v5.10.0")
 #: The oldest Python each release's own package runs on (5.10 bundles 3.12 and uses 3.10+ APIs).
 RELEASE_MINIMUM_PYTHON = {"v5.6.2": (3, 9), "v5.8.1": (3, 9), "v5.10.0": (3, 10)}
+#: The newest Python each release's own package runs on: 5.6 and 5.8 bundle Python 3.9 and their
+#: package imports ``imp`` (``slicer/__init__.py`` at import, slicer.util), which Python 3.12 removed.
+RELEASE_MAXIMUM_PYTHON = {"v5.6.2": (3, 11), "v5.8.1": (3, 11)}
+#: What the harness itself runs on besides the release's package: Slicer's MRML and Qt widgets.
+HARNESS_NEEDS = {
+    "slicer_core": "slicer-core (Slicer's MRML without the application; it has no wheel for this Python)",
+    "vtk": "VTK (comes with slicer-core)",
+    "PySide6": "PySide6 (the Qt widgets)",
+}
 #: MRML methods slicer-core (a newer Slicer) has that a release's compiled MRML lacks; the harness
 #: hides them so the module meets the release's API. vtkMRMLTableNode's UseColumnNameAsColumnHeader
 #: was renamed UseColumnTitleAsColumnHeader in Slicer 5.8 (the old name stays, deprecated).
@@ -49,12 +59,26 @@ SCENARIO_TIMEOUT_S = 60
 SUBPROCESS_TIMEOUT_S = 240
 
 
+def _version(version: tuple[int, int]) -> str:
+    return ".".join(map(str, version))
+
+
 def release_skip_reason(release: str) -> str | None:
     """Why a release cannot run here, or None."""
+    python = _version(sys.version_info[:2])
     if not (PLATFORM_DIR / release / "slicer" / "__init__.py").is_file():
         return f"Slicer's Python package of {release} is not in {PLATFORM_DIR}"
-    if sys.version_info < RELEASE_MINIMUM_PYTHON[release]:
-        return f"Slicer {release}'s Python package needs Python {'.'.join(map(str, RELEASE_MINIMUM_PYTHON[release]))}"
+    if sys.version_info[:2] < RELEASE_MINIMUM_PYTHON[release]:
+        return f"Slicer {release}'s Python package needs Python {_version(RELEASE_MINIMUM_PYTHON[release])} or newer"
+    newest = RELEASE_MAXIMUM_PYTHON.get(release)
+    if newest and sys.version_info[:2] > newest:
+        return (
+            f"Slicer {release} bundles Python 3.9 and its Python package imports `imp`, which Python {python} "
+            f"no longer has (it runs on Python {_version(newest)} at the newest)"
+        )
+    absent = [why for name, why in HARNESS_NEEDS.items() if importlib.util.find_spec(name) is None]
+    if absent:
+        return f"the harness needs what this Python ({python}) lacks: " + "; ".join(absent)
     return None
 
 

@@ -13,6 +13,7 @@ stood in for: the harness imports the real one of each release.
 from __future__ import annotations
 
 import sys
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -50,10 +51,35 @@ _name_property = property(lambda self: QtCore.QObject.objectName(self), lambda s
 QtCore.QObject.name = _name_property
 
 _adapted: dict[type, type] = {}
+_reading = threading.local()  # the (object, property) reads under way in this thread
 
 
 def _property_accessors(name: str):
-    return property(lambda self: self.property(name), lambda self, value: self.setProperty(name, value))
+    """A Qt property as an attribute, read with ``QObject.property`` as PythonQt reads it.
+
+    The attribute shadows the C++ getter of the same name, and for a virtual one (``spacing``
+    of a layout: ``QLayout::spacing()``) shiboken asks the Python object for an override by
+    reading that attribute while ``QObject.property`` runs the getter: that read is answered
+    with None (no override, so the C++ getter runs), as a PythonQt object has no Python
+    override. Without that, each read recursed until a RecursionError: on Python 3.11 it was
+    raised in the accessor and swallowed by shiboken (which then ran the C++ getter); Python
+    3.12 counts C-level recursion apart from Python frames and ran out of the C budget first,
+    inside shiboken's lazy creation of a wrapper type, which does not check for the error and
+    crashed (a segfault in ``introduceWrapperType``).
+    """
+
+    def read(self):
+        under_way = _reading.__dict__.setdefault("keys", set())
+        key = (id(self), name)
+        if key in under_way:
+            return None
+        under_way.add(key)
+        try:
+            return self.property(name)
+        finally:
+            under_way.discard(key)
+
+    return property(read, lambda self, value: self.setProperty(name, value))
 
 
 def pythonqt_class(cls: type) -> type:
