@@ -18,10 +18,32 @@ from typing import Any, Protocol
 
 import numpy as np
 
-#: The extension installs PhotonLib two folders above this file (see the top-level
-#: CMakeLists.txt): <lib>/qt-scripted-modules/PhotonSlicerLib/ -> <lib>/PhotonLib. The source
-#: tree has the same shape: PhotonSlicer/PhotonSlicerLib/ -> PhotonLib.
-BUNDLED_PHOTONLIB_DIR = Path(__file__).resolve().parents[2] / "PhotonLib"
+#: In a Slicer build tree, the file beside this package that names the source tree's PhotonLib
+#: (written by PhotonSlicer/CMakeLists.txt at configure time; never installed).
+BUILD_TREE_POINTER = "PhotonLibLocation.txt"
+
+
+def find_bundled_photonlib(lib_dir: Path) -> Path:
+    """The PhotonLib folder shipped with the module whose ``PhotonSlicerLib`` package is ``lib_dir``.
+
+    - installed extension: ``<lib>/qt-scripted-modules/PhotonSlicerLib/`` -> ``<lib>/PhotonLib``
+      (the top-level CMakeLists.txt installs it there); a source checkout has the same shape
+      (``PhotonSlicer/PhotonSlicerLib/`` -> ``PhotonLib``);
+    - Slicer build tree: PhotonLib reaches ``<lib>/PhotonLib`` only at install time, so the
+      configure step writes the source tree's PhotonLib into ``qt-scripted-modules/PhotonLibLocation.txt``.
+    """
+    beside = lib_dir.parents[1] / "PhotonLib"
+    if (beside / "photonlib" / "__init__.py").is_file():
+        return beside
+    pointer = lib_dir.parent / BUILD_TREE_POINTER
+    if pointer.is_file():
+        named = Path(pointer.read_text(encoding="utf-8").strip())
+        if (named / "photonlib" / "__init__.py").is_file():
+            return named
+    return beside
+
+
+BUNDLED_PHOTONLIB_DIR = find_bundled_photonlib(Path(__file__).resolve().parent)
 #: Exact tested versions of PhotonLib's dependencies, for ``pip install -c`` when installing the
 #: backend's Python (docs/slicer.md); it is part of the bundled PhotonLib folder.
 BUNDLED_LOCK_FILE = BUNDLED_PHOTONLIB_DIR / "constraints" / "lock.txt"

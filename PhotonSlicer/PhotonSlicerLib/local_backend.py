@@ -73,7 +73,8 @@ _FAILURES = (
     ),
     (
         re.compile(r"(CUDA out of memory|OutOfMemoryError)"),
-        "The backend ran out of GPU memory while loading the model. Close other GPU programs or use --device cpu.",
+        "The backend ran out of GPU memory while loading the model. Close other GPU programs, or run it on the "
+        "CPU: set Device to cpu in Edit > Application Settings > Photon and press Start again.",
     ),
 )
 
@@ -213,13 +214,36 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def is_slicer_python(python: str | os.PathLike[str]) -> bool:
+    """Is ``python`` Slicer's own launcher (``PythonSlicer``, ``PythonSlicer.exe``)?"""
+    return Path(str(python)).name.lower().startswith("pythonslicer")
+
+
+def python_environment(
+    python: str | os.PathLike[str],
+    slicer_environment: Mapping[str, str],
+    startup_environment: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """The environment every child Python of the module starts from (the backend and pip alike).
+
+    The one rule: ``PythonSlicer`` runs in Slicer's own environment (``slicer_environment``,
+    i.e. ``os.environ``: its launcher sets its Python up again), any other Python in the
+    environment Slicer itself was started from (``startup_environment``, i.e.
+    ``slicer.util.startupEnvironment()``), so Slicer's libraries cannot break it. Either way
+    Slicer's own Python variables (``PYTHONHOME``, ``PYTHONPATH``, ...) are left out. Without
+    a startup environment (plain Python, tests) the current one is used.
+    """
+    use_slicers = is_slicer_python(python) or startup_environment is None
+    base = slicer_environment if use_slicers else startup_environment
+    return {key: value for key, value in base.items() if key not in SLICER_PYTHON_VARIABLES}
+
+
 def backend_environment(
     base_env: Mapping[str, str], token: str, photonlib_dir: Path | None = BUNDLED_PHOTONLIB_DIR
 ) -> dict[str, str]:
-    """The child's environment: ``base_env`` without Slicer's Python settings, plus the token and PhotonLib.
+    """The backend child's environment: ``base_env`` without Slicer's Python settings, plus the token and PhotonLib.
 
-    Pass ``slicer.util.startupEnvironment()`` as ``base_env`` for an external Python (the
-    environment before Slicer's launcher changed it) and ``os.environ`` for ``PythonSlicer``.
+    ``base_env`` is what :func:`python_environment` chose for the backend's Python.
     """
     env = {key: value for key, value in base_env.items() if key not in SLICER_PYTHON_VARIABLES}
     env[TOKEN_ENV] = token
@@ -278,7 +302,9 @@ class LocalBackendProcess:
         model: a Photon model folder; None uses the embedded model (or the labelled tiny
             random model when none is installed).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        base_env: the environment the child starts from (see :func:`backend_environment`).
+        startup_env: the environment Slicer was started from (``slicer.util.startupEnvironment()``);
+            with it the child's environment follows :func:`python_environment`.
+        base_env: the environment the child starts from, overriding that rule (tests).
         log_dir: where the log files go (one per launch); a temporary folder by default.
         launcher: how the process is started (:func:`subprocess_launcher`).
     """
@@ -291,6 +317,7 @@ class LocalBackendProcess:
         model: str | None = None,
         device: str = "auto",
         extra_args: Sequence[str] = (),
+        startup_env: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         photonlib_dir: Path | None = BUNDLED_PHOTONLIB_DIR,
@@ -299,7 +326,7 @@ class LocalBackendProcess:
     ):
         self.python = str(python)
         self.port, self.model, self.device, self.extra_args = port, model, device, tuple(extra_args)
-        self.base_env = base_env
+        self.base_env, self.startup_env = base_env, startup_env
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "PhotonSlicer"
         self.photonlib_dir = photonlib_dir
         self.launcher, self.clock = launcher, clock
@@ -346,9 +373,10 @@ class LocalBackendProcess:
         self.token, self.url = new_token(), None
         self._read_offset, self._stop_deadline = 0, None
         self._recent_lines.clear()
-        env = backend_environment(
-            os.environ if self.base_env is None else self.base_env, self.token, self.photonlib_dir
-        )
+        base = self.base_env
+        if base is None:
+            base = python_environment(self.python, os.environ, self.startup_env)
+        env = backend_environment(base, self.token, self.photonlib_dir)
         try:
             self._process = self.launcher(self.command(), env, self._log)
         except OSError as error:

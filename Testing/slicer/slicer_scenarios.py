@@ -24,7 +24,7 @@ def _signal_receivers(widget, signature: str) -> int:
 
 def scenario_typed_question_is_kept_as_typed(session):
     """Typing into the question box bound by Slicer's GUI connectors leaves exactly what was typed."""
-    widget = session.open_panel()
+    widget = session.open_panel().panel
     session.type_text(widget.ui.questionTextEdit, QUESTION)
     assert widget.ui.questionTextEdit.toPlainText() == QUESTION, widget.ui.questionTextEdit.toPlainText()
     assert widget._parameterNode.question == QUESTION, widget._parameterNode.question
@@ -36,7 +36,7 @@ def scenario_typed_question_is_kept_as_typed(session):
 
 def scenario_url_cursor_stays_where_the_user_types(session):
     """Typing in the middle of the remote URL inserts there; the cursor does not jump to the end."""
-    widget = session.open_panel()
+    widget = session.open_panel().panel
     widget.ui.backendModeComboBox.currentIndex = 1  # Remote URL
     session.application.processEvents()
     lineEdit = widget.ui.backendUrlLineEdit
@@ -54,7 +54,7 @@ def scenario_url_cursor_stays_where_the_user_types(session):
 
 def scenario_history_table_is_made_with_this_releases_table_api(session):
     """The history table (and its row in the panel) is made with vtkMRMLTableNode calls this release has."""
-    widget = session.open_panel()
+    widget = session.open_panel().panel
     from PhotonSlicerLib import history
 
     volume = session.add_volume("CT")
@@ -74,7 +74,7 @@ def scenario_history_table_is_made_with_this_releases_table_api(session):
 
 def scenario_colour_map_list_offers_slicers_colour_tables(session):
     """Slicer's colour nodes are hidden from editors; the colour map selector still lists them, PET-Heat chosen."""
-    widget = session.open_panel()
+    widget = session.open_panel().panel
     selector = widget.ui.heatmapColorSelector
     names = [node.GetName() for node in selector.nodes()]
     assert "PET-Heat" in names and "Iron" in names and "Grey" in names, names
@@ -90,7 +90,7 @@ def scenario_colour_map_list_offers_slicers_colour_tables(session):
 
 def scenario_bindings_do_not_pile_up_over_enter_and_exit(session):
     """Each enter() binds the panel once; exit() releases it (Slicer 5.6/5.8's connectGui returns no tag)."""
-    widget = session.open_panel()
+    widget = session.open_panel().panel
     spinBox = widget.ui.maxNewTokensSpinBox
     bound = _signal_receivers(spinBox, "valueChanged(int)")
     for _ in range(3):
@@ -122,7 +122,7 @@ class _FinishedTask:
 
 def scenario_errors_in_timer_callbacks_are_shown_not_raised(session):
     """A failure found by a timer callback is shown in a message box; the callback itself returns."""
-    widget = session.open_panel()
+    widget = session.open_panel().panel
     from PhotonSlicerLib.backend import BackendError
 
     widget._task = _FinishedTask(BackendError("The Photon backend is busy."))
@@ -160,6 +160,82 @@ def scenario_self_test_skip_reaches_unittest(session):
     assert [test.id().rsplit(".", 1)[-1] for test, _ in result.skipped] == [
         "test_PhotonSlicerAskGivesHeatmapOnTheVolumeGrid"
     ], result.skipped
+
+
+# ------------------------------------------------------------------------------ settings page (issue 14)
+
+
+class _SettingsDialog:
+    """``slicer.app.settingsDialog()``: records the pages added (the real one is compiled CTK)."""
+
+    def __init__(self):
+        self.pages = {}
+
+    def addPanel(self, title, page):  # noqa: N802
+        self.pages[title] = page
+
+
+def scenario_settings_page_edits_the_backend_settings(session):
+    """Edit > Application Settings > Photon: Python, device and recent URLs, stored with QSettings (no token)."""
+    import slicer_stand_ins
+    from PySide6 import QtWidgets
+
+    session.ctk.ctkSettingsPanel = slicer_stand_ins.pythonqt_class(type("ctkSettingsPanel", (QtWidgets.QWidget,), {}))
+    dialog = _SettingsDialog()
+    session.slicer.app.settingsDialog = lambda: dialog
+    session.load_module()  # the module adds its page when Slicer has started
+    from PhotonSlicerLib import settings, settings_panel
+
+    page = settings_panel.register()
+    assert dialog.pages == {"Photon": page} and settings_panel.register() is page  # added once
+    devices = [page.deviceComboBox.itemData(index) for index in range(page.deviceComboBox.count)]
+    assert devices == ["auto", "cuda", "cpu"]
+    page.deviceComboBox.setCurrentIndex(2)
+    session.type_text(page.pythonLineEdit, "/env/bin/python")
+    page.pythonLineEdit.editingFinished.emit()
+    stored = settings.BackendSettings(session.qt.QSettings())
+    assert (stored.device, stored.python) == ("cpu", "/env/bin/python")
+    assert not [key for key in session.qt.QSettings().allKeys() if "token" in key.lower()]
+
+    widget = session.open_panel().panel  # the panel reads the same settings
+    assert widget.ui.backendPythonLineEdit.text == "/env/bin/python"
+    assert widget.settings.device == "cpu"
+
+
+def scenario_module_file_is_thin_and_the_panel_lives_in_the_lib(session):
+    """PhotonSlicer.py holds Slicer's four classes; the panel is PhotonSlicerLib.widget's, with the connection's states."""
+    widget = session.open_panel()
+    from PhotonSlicerLib import connection
+    from PhotonSlicerLib import widget as panel_module
+
+    assert isinstance(widget.panel, panel_module.PhotonSlicerPanel)
+    assert widget.panel.connection.state in connection.STATES
+    classes = sorted(name for name, value in vars(session.pythonModule).items()
+                     if isinstance(value, type) and value.__module__ == "PhotonSlicer")  # fmt: skip
+    assert classes == ["PhotonSlicer", "PhotonSlicerLogic", "PhotonSlicerTest", "PhotonSlicerWidget"], classes
+
+
+def scenario_remote_connect_refused_is_shown_and_the_state_is_error(session):
+    """Connect to a URL nothing listens on: the status says error in words and a box says why."""
+    import socket
+    import time
+
+    widget = session.open_panel().panel
+    with socket.socket() as probe:  # a free port: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    widget.ui.backendModeComboBox.currentIndex = 1
+    session.application.processEvents()
+    widget._parameterNode.backendUrl = f"http://127.0.0.1:{port}"
+    widget.onConnectButton()
+    assert widget.connection.state == "starting"
+    deadline = time.monotonic() + 20
+    while widget.connection.needs_polling and time.monotonic() < deadline:
+        widget._pollBackend()
+        time.sleep(0.05)
+    assert widget.connection.state == "error", widget.connection.message
+    assert widget.ui.backendStatusLabel.text.startswith("Error: The Photon backend is not running")
+    assert any("not running" in message["text"] for message in session.messages), session.messages
 
 
 SCENARIOS = sorted(name for name in dict(globals()) if name.startswith("scenario_"))

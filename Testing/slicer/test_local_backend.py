@@ -127,3 +127,17 @@ def test_module_process_code_never_imports_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code, str(REPOSITORY_ROOT / "PhotonSlicer")], check=True)
+
+
+def test_out_of_memory_hint_names_the_device_setting_the_module_offers(tmp_path):
+    """The hint names the Device setting of the Photon settings page (no --device option exists in the panel)."""
+    from PhotonSlicerLib import settings
+
+    backend = LocalBackendProcess(sys.executable, log_dir=tmp_path)
+    backend._recent_lines.append("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    hint = backend._explain_exit(1)
+    assert "--device" not in hint
+    assert "set Device to cpu in Edit > Application Settings > Photon" in hint
+    assert "cpu" in settings.DEVICES
+    settings_page = (REPOSITORY_ROOT / "PhotonSlicer" / "PhotonSlicerLib" / "settings_panel.py").read_text()
+    assert 'TITLE = "Photon"' in settings_page and '_("Device:")' in settings_page

@@ -358,7 +358,7 @@ def test_selecting_a_history_row_restores_its_heatmap(scene, server):
 
 
 def test_connect_check_runs_in_a_background_call_and_explains_failure(server):
-    from PhotonSlicerLib.tasks import BackgroundCall
+    from PhotonSlicerLib.background import BackgroundCall
 
     good = BackgroundCall(ClientBackend(server.url).check, url=server.url)
     down_url = f"http://127.0.0.1:{free_port()}"

@@ -84,7 +84,9 @@ fields = {name: describe(annotation) for name, annotation in
           typing.get_type_hints(PhotonSlicer.PhotonSlicerParameterNode, include_extras=True).items()}
 defaults = {name: getattr(PhotonSlicer.PhotonSlicerParameterNode, name) for name in fields
             if isinstance(getattr(PhotonSlicer.PhotonSlicerParameterNode, name, None), (int, float, str, bool))}
-print(json.dumps({"fields": fields, "defaults": defaults, "python_setting": PhotonSlicer.PYTHON_SETTING}))
+from PhotonSlicerLib import settings
+print(json.dumps({"fields": fields, "defaults": defaults, "python_setting": settings.PYTHON_KEY,
+                  "setting_keys": list(settings.KEYS)}))
 """
 
 #: Widget classes Slicer's parameterNodeWrapper binds to each kind of field (guiConnectors.py).

@@ -1,0 +1,58 @@
+"""The backend settings (PhotonSlicerLib.settings) behind Edit > Application Settings > Photon, without Qt."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "PhotonSlicer"))
+
+from PhotonSlicerLib import settings  # noqa: E402
+from PhotonSlicerLib.settings import BackendSettings, DictStore  # noqa: E402
+
+
+def test_defaults_when_nothing_is_stored():
+    stored = BackendSettings(DictStore())
+    assert (stored.python, stored.device, stored.recent_urls) == ("", "auto", [])
+
+
+def test_python_and_device_round_trip():
+    store = DictStore()
+    stored = BackendSettings(store)
+    stored.python = "  /env/bin/python "
+    stored.device = "cpu"
+    assert store.values == {settings.PYTHON_KEY: "/env/bin/python", settings.DEVICE_KEY: "cpu"}
+    stored.device = "cuda:1"
+    assert BackendSettings(store).device == "cuda:1"
+    with pytest.raises(ValueError, match="auto, cuda, cpu"):
+        stored.device = "tpu"
+
+
+def test_unknown_stored_device_reads_as_auto():
+    assert BackendSettings(DictStore({settings.DEVICE_KEY: "metal"})).device == "auto"
+    assert BackendSettings(DictStore({settings.DEVICE_KEY: None})).device == "auto"
+
+
+def test_recent_urls_newest_first_without_duplicates_and_bounded():
+    store = DictStore()
+    stored = BackendSettings(store)
+    for index in range(12):
+        stored.add_recent_url(f"http://server{index}:8765")
+    stored.add_recent_url("http://server5:8765/")
+    urls = stored.recent_urls
+    assert urls[0] == "http://server5:8765" and len(urls) == settings.MAX_RECENT_URLS
+    assert len(set(urls)) == len(urls)
+    assert stored.add_recent_url("  ") == urls  # nothing to remember
+    stored.clear_recent_urls()
+    assert stored.recent_urls == []
+
+
+def test_qsettings_single_string_reads_as_one_url():
+    # QSettings gives a one-element list back as a plain string on some platforms.
+    assert BackendSettings(DictStore({settings.RECENT_URLS_KEY: "http://a:1"})).recent_urls == ["http://a:1"]
+
+
+def test_no_setting_holds_a_token():
+    assert not [key for key in settings.KEYS if "token" in key.lower()]
