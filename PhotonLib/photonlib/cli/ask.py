@@ -31,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length limit (default 128)")
     parser.add_argument("--heatmap", type=Path, metavar="OUT", help="write keep probabilities in the volume's geometry (.nrrd, .nii.gz)")
-    parser.add_argument("--png", type=Path, metavar="OUT", help="write a picture: three slices with the heatmap overlaid")
+    parser.add_argument(
+        "--png", type=Path, metavar="OUT",
+        help="write a picture: axial, coronal and sagittal slices through the most-kept region, heatmap overlaid (matplotlib)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     remote = parser.add_argument_group("asking a running server (photon serve) instead of loading a model here")
     remote.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8765: send the volume's voxels and geometry there")
@@ -45,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the question is empty")
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be at least 1")
+    if args.png:
+        from photonlib.inference.overlay import require_matplotlib
+
+        require_matplotlib()  # before minutes of work, not after
     volume = read_volume_from_args(args)
     if args.server:
         return run_remote(args, volume)
@@ -59,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
     if args.heatmap:
         engine.write_heatmap(args.heatmap, answer, case)
     if args.png:
-        save_picture(args.png, volume, engine.heatmap(answer, case), case.prepared.intensity_mode, case.prepared.intensity_window)
+        from photonlib.inference.overlay import Caption
+        from photonlib.volume.heatmap import map_to_source
+
+        kept = map_to_source(answer.keep_mask.astype(np.float32), case.prepared) > 0.5  # each voxel: its token kept?
+        caption = Caption(args.question, answer.answer, answer.tokens_kept, answer.tokens_total, engine.info()["name"])
+        save_picture(args.png, volume, engine.heatmap(answer, case), case.prepared.intensity_mode == "ct", caption, kept)
     result = {
         "answer": answer.answer,
         "tokens_total": answer.tokens_total,
@@ -73,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def save_picture(path: Path, volume: Volume, heatmap, intensity_mode: str, intensity_window) -> None:
-    """Three slices through the most-kept voxel, heatmap on top (soft-tissue window for CT)."""
-    from photonlib.inference.overlay import write_overlay_png
+def save_picture(path: Path, volume: Volume, heatmap: np.ndarray, is_ct: bool, caption, keep_mask=None) -> None:
+    """Axial, coronal and sagittal slices through the most-kept region, heatmap and caption on them."""
+    from photonlib.inference.overlay import display_window, write_overlay_png
 
-    window = (-160.0, 240.0) if intensity_mode == "ct" else tuple(intensity_window)
-    write_overlay_png(path, volume.array, heatmap, volume.geometry, window)
+    window = display_window(volume.array, is_ct)
+    write_overlay_png(path, volume.array, heatmap, volume.geometry, window, keep_mask_kji=keep_mask, caption=caption)
 
 
 def print_result(result: dict, as_json: bool) -> None:
@@ -95,7 +107,7 @@ def print_result(result: dict, as_json: bool) -> None:
             heatmap_path = Path(result["heatmap"]).resolve()
             print(f"heatmap (keep probability per voxel, in the volume's geometry): {heatmap_path}")
         if result["png"]:
-            print(f"picture (three slices with the heatmap): {Path(result['png']).resolve()}")
+            print(f"picture (axial, coronal, sagittal slices with the heatmap): {Path(result['png']).resolve()}")
 
 
 def run_remote(args: argparse.Namespace, volume: Volume) -> int:
@@ -117,9 +129,12 @@ def run_remote(args: argparse.Namespace, volume: Volume) -> int:
         if args.heatmap:
             save_heatmap(args.heatmap, answer)
         if args.png:
+            from photonlib.inference.overlay import Caption
+
             heatmap, _ = answer.heatmap()
-            mode = "ct" if volume.modality == "CT" or float(volume.array.min()) <= -500 else "percentile"
-            save_picture(args.png, volume, heatmap, mode, tuple(float(v) for v in np.percentile(volume.array, (0.5, 99.5))))
+            is_ct = volume.modality == "CT" or (volume.modality is None and float(volume.array.min()) <= -500)
+            caption = Caption(args.question, answer.answer, answer.tokens_kept, answer.tokens_total, str(answer.model.get("name")))
+            save_picture(args.png, volume, heatmap, is_ct, caption)  # the server sends no keep mask: p > 0.5 is ITS's rule
     except PhotonClientError as error:
         raise UserInputError(str(error)) from None
     except KeyboardInterrupt:
