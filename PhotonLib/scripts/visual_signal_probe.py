@@ -1,12 +1,13 @@
 """Can a from-scratch demo-size Photon learn to read ``k`` marked visual tokens out of 64?
 
-The phantom demo model answers existence questions at chance (docs/training.md). This probe
-takes the vision tower out of the question: it adds one fixed "lesion" vector to ``k`` of the
-64 visual tokens of every Yes sample (the tokens the untrained tower made of random volumes),
-trains the demo preset on "Is there a lesion?" with ``photon train``'s losses and optimiser
-split, and prints the training loss, the held-out accuracy and the size of the loss gradient
-that reaches the visual tokens. A lesion of the phantoms lies in one token of the ``small``
-grid (91 mm tokens), so ``--marked-tokens 1`` is the case the demo model has to solve.
+Trained end to end from scratch (no vision warm-up), a demo-size Photon answers existence
+questions at chance. This probe takes the vision tower out of the question: it adds one fixed
+"lesion" vector to ``k`` of the 64 visual tokens of every Yes sample (the tokens the untrained
+tower made of random volumes), trains the demo preset on "Is there a lesion?" with
+``photon train``'s losses and optimiser split, and prints the training loss, the held-out
+accuracy and the size of the loss gradient that reaches the visual tokens. A lesion of the
+phantoms lies in one token of the ``small`` grid (91 mm tokens), so ``--marked-tokens 1`` is the
+case the demo model has to solve.
 
     python PhotonLib/scripts/visual_signal_probe.py --marked-tokens 1 --steps 400
     python PhotonLib/scripts/visual_signal_probe.py --marked-tokens 1 --steps 400 --train-tower
@@ -15,7 +16,8 @@ Measured on the 2-core development machine (2026-11-24, learning rates 3e-4 lang
 1e-3 vision, about 25 s per run): with the tower frozen, one marked token out of 64 is learned
 (held-out accuracy 1.00 from step 200, loss 0.03 at 400). With the tower training at 1e-3 as
 in ``photon train`` (``--train-tower``) it is not: held-out accuracy 0.50 and loss 0.38 at step
-400, the gradient at the visual tokens down 900-fold from step 1. See docs/training.md.
+400, the gradient at the visual tokens down 900-fold from step 1. See
+docs/research/demo-model.md.
 """
 
 from __future__ import annotations
