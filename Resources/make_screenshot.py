@@ -1,182 +1,171 @@
-"""Compose the extension screenshot, Resources/Screenshots/PhotonSlicer-1.png (EXTENSION_SCREENSHOTURLS).
+"""Make the extension screenshot, Resources/Screenshots/PhotonSlicer-1.png (EXTENSION_SCREENSHOTURLS).
 
-Slicer cannot run where this project is built, so this is a composed rendering, not a Slicer
-screen capture, and the picture says so in its caption:
+What it shows, and how it is made (the caption in the picture says the same):
 
-* left: the module panel, Resources/UI/PhotonSlicer.ui rendered by PySide6 offscreen (the
-  CTK/MRML classes replaced by the stand-ins of Testing/slicer/ui_stand_ins.py), filled in as
-  after one question;
-* right: three slices of a synthetic CT phantom with a liver lesion (``photon phantoms``,
-  conspicuous profile, a seed the demo model never trained on) with the heatmap overlaid by
-  ``photonlib.inference.overlay``, from real ``photon ask`` runs of the embedded demo model: the
-  answers, token counts, timings and heatmap in the panel are those of the runs.
+* left: the PhotonSlicer panel itself, grabbed with ``QWidget.grab()``: PhotonSlicer.py and its
+  PhotonSlicerLib opened by the test harness of ``Testing/slicer/slicer_harness.py`` on Slicer
+  5.10.0's own Python package (``../shared/platform/slicer/v5.10.0``, or
+  ``PHOTONSLICER_SLICER_PLATFORM``) over slicer-core's MRML and PySide6 widgets, offscreen (the
+  compiled CTK/qMRML widgets are the harness's stand-ins). The bundled example CT
+  (``PhotonLib/photonlib/examples/phantom_ct.nrrd``, a synthetic phantom) is loaded with
+  ``slicer.util.loadVolume``; the panel's Start launches a real local ``photon serve`` with the
+  embedded demo model, and two questions are typed into the question box and asked with Ask:
+  the answers, tokens, timings, heatmap and history are the backend's own;
+* right: the harness has no slice views, so in their place is the picture ``photon ask --png``
+  draws (``photonlib.cli.ask.save_picture``, i.e. ``photonlib.inference.overlay``) from the same
+  answer: the heatmap node the panel made, on the same volume, with the same question and answer.
 
-    .venv/bin/python Resources/make_screenshot.py
+Run it with a Python that has slicer-core, PySide6, matplotlib and PhotonLib's backend
+(PyTorch, FastAPI), e.g. this project's ``.venv``; the backend runs with
+``PHOTONSLICER_BACKEND_PYTHON`` (default: this Python)::
+
+    .venv/bin/python Resources/make_screenshot.py [--out PNG]
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = REPOSITORY_ROOT / "Resources" / "Screenshots" / "PhotonSlicer-1.png"
-UI_FILE = REPOSITORY_ROOT / "PhotonSlicer" / "Resources" / "UI" / "PhotonSlicer.ui"
-QUESTION = "Is there a lesion in the liver?"
-FIRST_QUESTION = "Is there any abnormality in this scan?"
-PHANTOM_SEED, PHANTOM_INDEX = 7, 1  # the demo model trained on seed 0 and is documented on seed 1000
-sys.path[:0] = [str(REPOSITORY_ROOT / "Testing" / "slicer"), str(REPOSITORY_ROOT / "PhotonSlicer")]
+EXAMPLE_VOLUME = REPOSITORY_ROOT / "PhotonLib" / "photonlib" / "examples" / "phantom_ct.nrrd"
+RELEASE = "v5.10.0"
+QUESTIONS = ("Is there any abnormality in this scan?", "Is there a lesion in the liver?")
+PANEL_WIDTH = 430
+VIEW_WIDTH = 980
+CAPTION = (
+    "Not a screen capture of the Slicer application: the PhotonSlicer panel rendered by Slicer 5.10.0's own Python "
+    "package in this project's test harness (PySide6 offscreen, slicer-core MRML; Slicer's compiled widgets "
+    "replaced by the harness's stand-ins), after "
+    "pressing Start (a real local photon serve with the embedded demo model) and asking two questions about the "
+    "bundled example CT, a synthetic phantom. The harness has no slice views: next to the panel is photonlib's "
+    "`photon ask --png` picture of the same answer (photonlib.inference.overlay). The demo model knows phantoms "
+    "only; on real scans its answers mean nothing."
+)
 
 
-def write_phantom(folder: Path) -> Path:
-    """A conspicuous liver lesion phantom as NIfTI, as `photon phantoms make` writes them."""
-    from photonlib.data.phantoms import make_case
-    from photonlib.volume import write_volume
-
-    case = make_case(PHANTOM_SEED, PHANTOM_INDEX, "small", "liver", profile="conspicuous")
-    return write_volume(folder / "phantom_ct.nii.gz", case.hu, case.geometry)
-
-
-def run_photon_ask(volume_path: Path, question: str, heatmap_path: Path | None = None) -> dict:
-    """A real answer (tokens, timings, heatmap) of the embedded demo model."""
-    command = [sys.executable, "-m", "photonlib.cli.main", "ask", str(volume_path), question, "--device", "cpu",
-               "--max-new-tokens", "32", "--json"]  # fmt: skip
-    if heatmap_path is not None:
-        command += ["--heatmap", str(heatmap_path)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout)
+def _wait(session, condition, what: str, timeout: float = 180.0) -> None:
+    """Let the panel's timers run until ``condition()``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        session.application.processEvents()
+        time.sleep(0.05)
 
 
-def overlay_picture(volume_path: Path, heatmap_path: Path):
-    import numpy as np
+def run_panel(backend_python: str):
+    """Open the real panel, start the backend, ask the questions; the session, panel and volume node."""
+    from slicer_harness import SlicerSession
 
-    from photonlib.inference.overlay import overlay_panels
+    session = SlicerSession(RELEASE)
+    import slicer.util  # the release's own (Slicer imports it at start-up)
+
+    volume = slicer.util.loadVolume(str(EXAMPLE_VOLUME))
+    session.open_panel()
+    widget = slicer.modules.PhotonSlicerWidget.panel
+    ui = widget.ui
+    ui.backendPythonLineEdit.text = backend_python
+    ui.backendPythonLineEdit.editingFinished.emit()
+    ui.startBackendButton.click()
+    _wait(session, lambda: widget.connection.state in ("ready", "error", "not set up"), "the backend to start")
+    if widget.connection.state != "ready":
+        raise RuntimeError(f"the backend did not start: {widget.connection.message}")
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    for question in QUESTIONS:
+        ui.questionTextEdit.clear()
+        session.type_text(ui.questionTextEdit, question)
+        ui.askButton.click()
+        _wait(session, lambda: widget._task is None, f"the answer to {question!r}")
+        if session.messages:
+            raise RuntimeError(f"the panel showed an error: {session.messages[-1]['text']}")
+    return session, widget, volume
+
+
+def photon_ask_png(volume_node, path: Path) -> None:
+    """``photon ask --png`` of the panel's last answer: its heatmap node, question, answer and tokens."""
+    import slicer
+    from PhotonSlicerLib import history, volumes
+
+    from photonlib.cli.ask import save_picture
+    from photonlib.inference.overlay import Caption
     from photonlib.volume import read_volume
 
-    volume = read_volume(volume_path)
-    heatmap = read_volume(heatmap_path)
-    picture = overlay_panels(volume.array, heatmap.array.astype(np.float32), volume.geometry, (-160.0, 240.0))
-    return np.ascontiguousarray(picture)
+    heatmap_node = volume_node.GetNodeReference(volumes.HEATMAP_REFERENCE_ROLE)
+    heatmap = slicer.util.arrayFromVolume(heatmap_node)
+    entry = history.entries(history.history_table(volume_node, create=False))[-1]
+    volume = read_volume(EXAMPLE_VOLUME)
+    if heatmap.shape != volume.array.shape:
+        raise RuntimeError(f"the heatmap node {heatmap.shape} is not on the volume's grid {volume.array.shape}")
+    caption = Caption(entry.question, entry.answer, entry.tokens_kept, entry.tokens_total, entry.model)
+    save_picture(path, volume, heatmap.astype("float32"), True, caption)
 
 
-def fill_panel(panel, first: dict, result: dict) -> None:
-    from PhotonSlicerLib import panel as wording
-    from PySide6.QtGui import QStandardItem, QStandardItemModel
-    from PySide6.QtWidgets import (
-        QComboBox,
-        QLabel,
-        QLineEdit,
-        QPlainTextEdit,
-        QProgressBar,
-        QSpinBox,
-        QTableView,
-        QTextEdit,
-        QWidget,
-    )
-
-    def child(kind, name):
-        return panel.findChild(kind, name)
-
-    child(QLineEdit, "backendPythonLineEdit").setText("/opt/photon-env/bin/python")
-    for name in ("backendUrlLabel", "backendUrlLineEdit", "backendTokenLabel", "backendTokenLineEdit", "connectButton"):
-        child(QWidget, name).setVisible(False)  # Local mode hides the remote fields, as the module does
-    child(QWidget, "startBackendButton").setEnabled(False)
-    child(QWidget, "stopBackendButton").setEnabled(True)
-    server = wording.server_text({"model": {"name": result["model"], "device": "cpu"}})
-    child(QLabel, "backendStatusLabel").setText(f"Ready: {server} at http://127.0.0.1:8765.")
-    volume = child(QComboBox, "inputVolumeSelector")
-    volume.clear()
-    volume.addItem("phantom_ct")
-    examples = child(QComboBox, "exampleQuestionsComboBox")
-    examples.clear()
-    examples.addItems(wording.example_items())
-    child(QTextEdit, "questionTextEdit").setPlainText(QUESTION)
-    child(QSpinBox, "maxNewTokensSpinBox").setValue(256)
-    child(QWidget, "askButton").setEnabled(True)
-    child(QProgressBar, "askProgressBar").setRange(0, 256)
-    child(QPlainTextEdit, "answerTextEdit").setPlainText(wording.answer_text(result["answer"], False))
-    child(QLabel, "tokensKeptLabel").setText(wording.tokens_text(result["tokens_kept"], result["tokens_total"]))
-    child(QLabel, "timingsLabel").setText(wording.timings_text(result["timings"]))
-    child(QWidget, "jumpToMostKeptButton").setEnabled(True)
-    colours = child(QComboBox, "heatmapColorSelector")
-    colours.clear()
-    colours.addItem("PET-Heat")
-    model = QStandardItemModel(0, 5)
-    model.setHorizontalHeaderLabels(["time", "question", "answer", "status", "tokens kept"])
-    rows = [
-        ("10:02:11", FIRST_QUESTION, first["answer"], "answered", str(first["tokens_kept"])),
-        ("10:03:40", QUESTION, result["answer"], "answered", str(result["tokens_kept"])),
-    ]
-    for row in rows:
-        model.appendRow([QStandardItem(value) for value in row])
-    table = child(QTableView, "historyTableView")
-    table.setModel(model)
-    table.selectRow(1)
-    table.resizeColumnsToContents()
-
-
-def compose(panel_image, overlay_rgb, output: Path) -> None:
+def compose(panel_image, picture_path: Path, output: Path) -> None:
+    """The panel on the left; on the right the picture, and under it the caption saying how both were made."""
     from PySide6.QtCore import QRect, Qt
     from PySide6.QtGui import QColor, QFont, QImage, QPainter
 
-    height, width, _ = overlay_rgb.shape
-    overlay = QImage(overlay_rgb.data, width, height, 3 * width, QImage.Format_RGB888).copy()
-    view_width = 900
-    overlay = overlay.scaledToWidth(view_width, Qt.SmoothTransformation)
-    margin, caption_height = 12, 64
-    canvas_width = panel_image.width() + view_width + 3 * margin
-    canvas_height = max(panel_image.height(), overlay.height() + 40) + 2 * margin + caption_height
-    canvas = QImage(canvas_width, canvas_height, QImage.Format_RGB888)
-    canvas.fill(QColor(40, 40, 40))
+    picture = QImage(str(picture_path))
+    if picture.isNull():
+        raise OSError(f"could not read {picture_path}")
+    picture = picture.scaledToWidth(VIEW_WIDTH, Qt.SmoothTransformation)
+    margin, title_height = 14, 26
+    width = panel_image.width() + VIEW_WIDTH + 3 * margin
+    height = margin + title_height + max(panel_image.height(), picture.height() + 300) + margin
+    canvas = QImage(width, height, QImage.Format_RGB888)
+    canvas.fill(QColor(44, 44, 44))
     painter = QPainter(canvas)
-    painter.drawImage(margin, margin, panel_image)
-    view_left = panel_image.width() + 2 * margin
-    painter.setPen(QColor(230, 230, 230))
+    painter.setPen(QColor(235, 235, 235))
     painter.setFont(QFont("Sans", 11))
-    painter.drawText(view_left, margin + 18, "Slice views: phantom_ct (synthetic, liver lesion) with the Photon heatmap (kept tokens) overlaid")
-    painter.drawImage(view_left, margin + 32, overlay)
-    painter.setFont(QFont("Sans", 10))
-    painter.setPen(QColor(200, 200, 120))
-    caption = (
-        "Composed rendering, not a Slicer screen capture: the module's .ui drawn by PySide6 offscreen, next to "
-        "three slices drawn by photonlib.inference.overlay. Answers, heatmap, token counts and timings come from real "
-        "'photon ask' runs of the embedded demo model (trained on CPU on synthetic phantoms) on a phantom it never saw."
-    )
-    painter.drawText(
-        QRect(margin, canvas_height - caption_height, canvas_width - 2 * margin, caption_height - margin),
-        Qt.TextWordWrap | Qt.AlignLeft | Qt.AlignVCenter,
-        caption,
-    )
+    top = margin + title_height
+    view_left = panel_image.width() + 2 * margin
+    painter.drawText(margin, margin + 17, "The PhotonSlicer panel (QWidget.grab)")
+    painter.drawText(view_left, margin + 17, "photon ask --png of the same answer (photonlib.inference.overlay)")
+    painter.drawImage(margin, top, panel_image)
+    painter.drawImage(view_left, top, picture)
+    painter.setFont(QFont("Sans", 12))
+    painter.setPen(QColor(225, 225, 170))
+    caption_top = top + picture.height() + 2 * margin
+    painter.drawText(QRect(view_left, caption_top, VIEW_WIDTH, height - caption_top - margin),
+                     Qt.TextWordWrap | Qt.AlignLeft | Qt.AlignTop, CAPTION)  # fmt: skip
     painter.end()
     output.parent.mkdir(parents=True, exist_ok=True)
-    if not canvas.save(str(output)):
+    if not canvas.save(str(output), "PNG", 9):
         raise OSError(f"could not write {output}")
 
 
-def main() -> int:
-    from PySide6.QtWidgets import QApplication
-    from ui_stand_ins import load_panel
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUTPUT, help=f"where to write the PNG (default {OUTPUT})")
+    args = parser.parse_args(argv)
+    backend_python = os.environ.get("PHOTONSLICER_BACKEND_PYTHON") or sys.executable
+    with tempfile.TemporaryDirectory(prefix="photonslicer-screenshot-") as folder:
+        # As the harness runs each release: offscreen, with settings of its own (not the user's).
+        os.environ.update(QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=folder)
+        sys.path[:0] = [str(REPOSITORY_ROOT / "Testing" / "slicer")]
+        import slicer_harness
 
-    application = QApplication.instance() or QApplication([])
-    with tempfile.TemporaryDirectory() as folder:
-        volume_path = write_phantom(Path(folder))
-        heatmap_path = Path(folder) / "heatmap.nrrd"
-        first = run_photon_ask(volume_path, FIRST_QUESTION)
-        result = run_photon_ask(volume_path, QUESTION, heatmap_path)
-        overlay = overlay_picture(volume_path, heatmap_path)
-    panel = load_panel(UI_FILE)
-    fill_panel(panel, first, result)
-    panel.resize(400, 1040)
-    panel.show()
-    application.processEvents()
-    compose(panel.grab().toImage(), overlay, OUTPUT)
-    print(f"wrote {OUTPUT.relative_to(REPOSITORY_ROOT)}")
+        reason = slicer_harness.release_skip_reason(RELEASE)
+        if reason:
+            raise SystemExit(f"cannot run Slicer {RELEASE}'s package here: {reason}")
+        session, widget, volume = run_panel(backend_python)
+        try:
+            session.panelParent.resize(PANEL_WIDTH, max(1000, session.panelParent.sizeHint.height()))
+            session.application.processEvents()
+            panel_image = session.panelParent.grab().toImage()
+            picture = Path(folder) / "photon-ask.png"
+            photon_ask_png(volume, picture)
+            compose(panel_image, picture, args.out)
+        finally:
+            widget.connection.shutdown(wait=5.0)
+    size = args.out.stat().st_size
+    print(f"wrote {args.out} ({size / 1024:.0f} KiB)")
     return 0
 
 

@@ -95,6 +95,11 @@ class BackendConnection:
         return self.local is not None and self.local.running
 
     @property
+    def checking_setup(self) -> bool:
+        """The local Python's check (:meth:`check_local_setup`, or the one before a start) is under way."""
+        return self._setup is not None
+
+    @property
     def needs_polling(self) -> bool:
         """Something is under way (a check, a start, a stop) or a local backend runs and may end."""
         return (

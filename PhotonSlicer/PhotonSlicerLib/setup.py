@@ -85,6 +85,16 @@ def torch_build(device: str, gpu: GpuInfo | None) -> str:
     return CUDA_BUILD
 
 
+def torch_build_reason(device: str, gpu: GpuInfo | None) -> str:
+    """Why :func:`torch_build` chose its build, and how to choose the other one, for the confirmation."""
+    settings = "Edit > Application Settings > Photon > Device"
+    if device.startswith("cpu"):
+        return f"the Device setting is cpu ({settings})"
+    if gpu is None:
+        return "nvidia-smi found no NVIDIA GPU"
+    return f"nvidia-smi found {gpu.name} ({gpu.memory}, driver {gpu.driver}); for the CPU build set {settings} to cpu"
+
+
 # ------------------------------------------------------------------------------ versions
 
 
@@ -243,6 +253,8 @@ class InstallPlan:
     constraints: str  # the contents of the constraints file the commands name as CONSTRAINTS_FILE
     protected: list[str]  # names kept at their installed versions
     problems: list[str]
+    installed: dict[str, str] = field(default_factory=dict)  # what the Python had, {normalised name: version}
+    build_reason: str = ""  # why this PyTorch build (see torch_build_reason)
 
     def summary(self) -> str:
         """The confirmation text: where, which PyTorch build, and every package with its version."""
@@ -258,6 +270,8 @@ class InstallPlan:
             else:
                 lines.append(f"  {package.name} {package.version}")
         lines.append("and their dependencies at the versions of PhotonLib's lock (constraints/lock.txt).")
+        if self.build_reason:
+            lines.append(f"PyTorch {build} build: {self.build_reason}.")
         if self.protected:
             lines.append(f"Packages Slicer ships are never replaced ({len(self.protected)} kept at their versions).")
         return "\n".join(lines)
@@ -324,7 +338,23 @@ def install_plan(
                                TORCH_INDEX_URL.format(build=build), "-c", CONSTRAINTS_FILE])  # fmt: skip
     if any(package.action in ("install", "upgrade") for package in packages):
         commands.append(pip + ["-c", CONSTRAINTS_FILE, f"{photonlib_dir}[{BACKEND_EXTRA}]"])
-    return InstallPlan(report.python, build, commands, packages, constraints, protected, problems)
+    return InstallPlan(report.python, build, commands, packages, constraints, protected, problems,
+                       dict(installed), torch_build_reason(device, gpu))  # fmt: skip
+
+
+def plan_for_python(
+    python: str,
+    environment: Mapping[str, str],
+    *,
+    device: str,
+    detect: Callable[[], GpuInfo | None] = detect_gpu,
+    probe: Callable[[str, Mapping[str, str]], PythonReport] = probe_python,
+) -> InstallPlan:
+    """The plan for ``python`` as the panel's Set up backend makes it: probe it, find the GPU, plan.
+
+    Seconds (it runs ``python`` and ``nvidia-smi``): call it off the main thread.
+    """
+    return install_plan(probe(python, environment), device=device, gpu=detect())
 
 
 def commands_with_constraints(plan: InstallPlan, constraints_path: Path) -> list[list[str]]:

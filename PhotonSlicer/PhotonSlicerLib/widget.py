@@ -4,7 +4,8 @@ Runs inside Slicer (``qt``, ``slicer``); the harness of ``Testing/slicer/slicer_
 opens it on each supported release's own Python package. Everything that can work without Qt
 lives in the other modules of this package and is tested under plain Python: the backend
 connection's states (:mod:`.connection`), the wording (:mod:`.panel`), the settings
-(:mod:`.settings`), the backend set-up (:mod:`.setup`), asking (:mod:`.tasks`, :mod:`.logic`).
+(:mod:`.settings`), the backend set-up (:mod:`.setup`: what to install; :mod:`.plan_runner`: running
+it), asking (:mod:`.tasks`, :mod:`.logic`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import qt
 import slicer
 import vtk
 from slicer.i18n import tr as _
 
-from . import connection, display, history, panel, volumes
+from . import connection, display, history, panel, plan_runner, setup, volumes
 from .backend import BackendError
+from .background import BackgroundCall
 from .local_backend import default_python
 from .parameters import BackendMode, connectParameterNodeToGui
 from .settings import BackendSettings
@@ -27,6 +32,9 @@ from .tasks import AskTask
 
 ASK_POLL_MS = 200
 BACKEND_POLL_MS = 500
+SETUP_POLL_MS = 500
+#: How much of the set-up log the error box shows (the whole log is in its file and behind Log).
+SETUP_LOG_IN_BOX_CHARS = 20_000
 
 
 @contextlib.contextmanager
@@ -63,6 +71,17 @@ class PhotonSlicerPanel:
         self._lastHeatmapSettings = None
         self._observedTable = None
         self._observations = []
+        # Set up backend: the plan is worked out in a thread (planMaker), confirmed, then run by
+        # runnerFactory's PlanRunner; tests replace both.
+        self.planMaker = setup.plan_for_python
+        self.runnerFactory = plan_runner.PlanRunner
+        self._setupPlanning = None  # the BackgroundCall working out the plan
+        self._setupRunner = None  # the PlanRunner running it
+        self._setupLogRunner = None  # the last set-up's runner, whose log Log shows
+        self._setupEnvironment = None
+        self._setupStatus = None  # the status line while and after a set-up (None: the connection's)
+        self._setupCheckPending = False  # the version check after a set-up is under way
+        self._restartNeeded = False  # the last set-up changed a package Slicer imported (declined restart)
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -84,6 +103,11 @@ class PhotonSlicerPanel:
         self._backendTimer = qt.QTimer()
         self._backendTimer.setInterval(BACKEND_POLL_MS)
         self._backendTimer.connect("timeout()", self._pollBackend)
+        self._setupTimer = qt.QTimer()
+        self._setupTimer.setInterval(SETUP_POLL_MS)
+        self._setupTimer.connect("timeout()", self._pollSetup)
+        self.ui.setupProgressBar.visible = False
+        self.ui.cancelSetupButton.visible = False
 
         self.widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -95,6 +119,8 @@ class PhotonSlicerPanel:
         self.ui.stopBackendButton.connect("clicked(bool)", self.onStopBackend)
         self.ui.connectButton.connect("clicked(bool)", self.onConnectButton)
         self.ui.showBackendLogButton.connect("clicked(bool)", self.onShowBackendLog)
+        self.ui.setupBackendButton.connect("clicked(bool)", self.onSetupBackend)
+        self.ui.cancelSetupButton.connect("clicked(bool)", self.onCancelSetup)
         self.ui.backendPythonLineEdit.connect("editingFinished()", self._onPythonChosen)
         self.ui.backendTokenLineEdit.connect("textChanged(QString)", self._forgetRemoteBackend)
         self.ui.jumpToMostKeptButton.connect("clicked(bool)", self.onJumpToMostKept)
@@ -107,12 +133,16 @@ class PhotonSlicerPanel:
 
     def cleanup(self) -> None:
         """Slicer closes: stop timers, cancel the question, stop the local backend (it holds the token)."""
-        for timer in (getattr(self, "_askTimer", None), getattr(self, "_backendTimer", None)):
+        for timer in (getattr(self, "_askTimer", None), getattr(self, "_backendTimer", None),
+                      getattr(self, "_setupTimer", None)):  # fmt: skip
             if timer is not None:
                 timer.stop()
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._setupRunner is not None:  # pip runs in a process group of its own: end it with Slicer
+            self._setupRunner.cancel()
+            self._setupRunner = None
         self.connection.shutdown(wait=3.0)
 
     def enter(self) -> None:
@@ -185,15 +215,23 @@ class PhotonSlicerPanel:
             widget.visible = not local
         self.ui.startBackendButton.visible = local
         self.ui.stopBackendButton.visible = local
+        self.ui.setupBackendButton.visible = local
         running = self.connection.local_running
-        self.ui.startBackendButton.enabled = local and not running
+        settingUp = self._settingUp
+        self.ui.startBackendButton.enabled = local and not running and not settingUp
         self.ui.stopBackendButton.enabled = local and running
-        self.ui.backendStatusLabel.text = panel.backend_status_text(
-            self.connection.state, self.connection.message, self._task is not None
-        )
+        self.ui.setupBackendButton.enabled = local and not running and not settingUp
+        if local and self._setupStatus:
+            self.ui.backendStatusLabel.text = self._setupStatus
+        else:
+            self.ui.backendStatusLabel.text = panel.backend_status_text(
+                self.connection.state, self.connection.message, self._task is not None
+            )
 
     def _onPythonChosen(self) -> None:
         self.settings.python = self.ui.backendPythonLineEdit.text
+        if not self._settingUp:
+            self._setupStatus = None
         self._checkLocalSetup()
 
     def _checkLocalSetup(self) -> None:
@@ -216,6 +254,7 @@ class PhotonSlicerPanel:
     def onStartBackend(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("The local Photon backend could not be started."), waitCursor=True):
             self.settings.python = self.ui.backendPythonLineEdit.text
+            self._setupStatus = None
             self.connection.start_local(
                 self._python(), startup_env=slicer.util.startupEnvironment(), device=self.settings.device
             )
@@ -250,6 +289,8 @@ class PhotonSlicerPanel:
             self._updateBackendSection()
         if status.state == connection.READY and not wasReady and status.mode == connection.REMOTE:
             self.settings.add_recent_url(status.url)
+        if self._setupCheckPending and not self.connection.checking_setup:
+            self._finishSetupCheck()
         if status.failure:
             logging.warning("Photon backend: %s", status.failure)
             title = (
@@ -268,20 +309,30 @@ class PhotonSlicerPanel:
         self.logic.backend = backend
         return backend
 
-    def onShowBackendLog(self) -> None:
+    def _logSections(self):
+        """What Log shows: ``[(file path or "", text)]``, the last set-up's pip output first."""
+        sections = []
         local = self.connection.local
         if self._mode() == BackendMode.REMOTE:
-            text = _("The remote backend keeps its log on the computer that runs it (photon serve's output).")
-            path = ""
-        elif local is None:
-            text, path = _("The local backend has not been started in this Slicer session."), ""
-        else:
-            text, path = local.log_text(), str(local.log_path)
+            return [("", _("The remote backend keeps its log on the computer that runs it (photon serve's output)."))]
+        runner = self._setupLogRunner
+        if runner is not None:
+            sections.append((str(runner.log_path), _("Set up backend (pip):") + "\n" + runner.log_text()))
+        if local is not None:
+            sections.append((str(local.log_path), _("Local backend (photon serve):") + "\n" + local.log_text()))
+        elif runner is None:
+            sections.append(("", _("The local backend has not been started in this Slicer session.")))
+        return sections
+
+    def onShowBackendLog(self) -> None:
+        sections = self._logSections()
+        text = "\n\n".join(sectionText for _path, sectionText in sections)
+        paths = [path for path, _sectionText in sections if path]
         dialog = qt.QDialog(slicer.util.mainWindow())
         dialog.setWindowTitle(_("Photon backend log"))
         dialog.resize(900, 600)
         layout = qt.QVBoxLayout(dialog)
-        if path:
+        for path in paths:
             pathLabel = qt.QLabel(_("Log file: {path}").format(path=path))
             pathLabel.setTextInteractionFlags(qt.Qt.TextSelectableByMouse)
             layout.addWidget(pathLabel)
@@ -294,6 +345,162 @@ class PhotonSlicerPanel:
         buttons.connect("rejected()", dialog.reject)
         layout.addWidget(buttons)
         dialog.exec_()
+
+    # ------------------------------------------------------------------ set up backend
+    @property
+    def _settingUp(self) -> bool:
+        return self._setupPlanning is not None or self._setupRunner is not None
+
+    def onSetupBackend(self) -> None:
+        """Work out what the chosen Python needs (in a thread); the timer then asks for confirmation and runs it."""
+        with slicer.util.tryWithErrorDisplay(_("The backend could not be set up.")):
+            if self._settingUp:
+                return
+            if self.connection.local_running:
+                raise BackendError(
+                    _("Stop the local backend first: pip must not replace packages the running backend has loaded.")
+                )
+            self.settings.python = self.ui.backendPythonLineEdit.text
+            python = self._python()
+            self._setupEnvironment = self._environmentFor(python)
+            self._setupPlanning = BackgroundCall(
+                self.planMaker, python, self._setupEnvironment, device=self.settings.device
+            )
+            self._setupStatus = _("Setting up: looking for a GPU (nvidia-smi) and at what {python} has ...").format(
+                python=python
+            )
+            self._setupTimer.start()
+            self._updateBackendSection()
+
+    def onCancelSetup(self) -> None:
+        if self._setupRunner is not None:
+            self._setupRunner.cancel()  # returns at once; the poll sees the command end
+            self.ui.cancelSetupButton.enabled = False
+            self._setupStatus = _("Setting up: cancelling ...")
+            self._updateBackendSection()
+
+    def _pollSetup(self) -> None:
+        """Timer: the plan worked out (confirm it), then the commands' progress, then the version check."""
+        if self._setupPlanning is not None:
+            if not self._setupPlanning.finished:
+                return
+            planning, self._setupPlanning = self._setupPlanning, None
+            self._setupTimer.stop()  # the confirmation waits for the user
+            try:
+                plan = planning.result()
+            except Exception as error:
+                self._endSetupWithError(_("What to install could not be worked out: {error}").format(error=error))
+                return
+            self._confirmAndRun(plan)
+            return
+        runner = self._setupRunner
+        if runner is None:
+            self._setupTimer.stop()
+            return
+        progress = runner.poll()
+        self.ui.setupProgressBar.setRange(0, max(progress.command_count, 1))
+        done = progress.command_count if progress.state == plan_runner.FINISHED else max(progress.command_index - 1, 0)
+        self.ui.setupProgressBar.value = done
+        if not progress.finished:
+            if not runner.cancel_requested:
+                self._setupStatus = _("Setting up: {message}").format(message=progress.message)
+            self._updateBackendSection()
+            return
+        self._setupTimer.stop()
+        self._setupRunner = None
+        self.ui.setupProgressBar.visible = False
+        self.ui.cancelSetupButton.visible = False
+        if progress.state == plan_runner.FAILED:
+            self._endSetupWithError(progress.message, runner.log_text(SETUP_LOG_IN_BOX_CHARS))
+            return
+        if progress.state == plan_runner.CANCELLED:
+            self._setupStatus = progress.message
+            self._updateBackendSection()
+            return
+        # Slicer's own Python, and a package Slicer has imported changed: it must restart to use it.
+        self._restartNeeded = runner.restart_needed(list(sys.modules))
+        if self._restartNeeded and slicer.util.confirmOkCancelDisplay(
+            _("Slicer must restart to use the packages just installed into its own Python ({packages}). "
+              "Restart Slicer now?").format(packages=", ".join(progress.changed)),
+            windowTitle=_("Restart Slicer"),
+        ):  # fmt: skip
+            slicer.util.restart()
+            return
+        self._setupStatus = _("{message} Checking the backend's Python again ...").format(message=progress.message)
+        self._checkSetupAgain()
+
+    def _confirmAndRun(self, plan) -> None:
+        """Show the plan (every package, the PyTorch build, Slicer's packages kept); on OK, run it."""
+        if plan.problems:
+            self._endSetupWithError(" ".join(plan.problems))
+            return
+        if not plan.commands:
+            self._setupStatus = _("Nothing to install: {python} has every package the backend needs.").format(
+                python=plan.python
+            )
+            self._checkSetupAgain()
+            return
+        constraints = Path("photon-constraints.txt")
+        commands = "\n".join(subprocess.list2cmdline(command)
+                             for command in setup.commands_with_constraints(plan, constraints))  # fmt: skip
+        pins = _(" and Slicer's own packages at their versions") if plan.protected else ""
+        heading = _("The pip commands ({constraints}: PhotonLib's lock{pins}):").format(
+            constraints=constraints, pins=pins
+        )
+        details = heading + "\n" + commands
+        confirmed = slicer.util.confirmOkCancelDisplay(
+            plan.summary() + "\n\n" + _("Install now? The download can take minutes (PyTorch is large); "
+                                         "Slicer stays usable meanwhile and Cancel set-up stops it."),
+            windowTitle=_("Set up the Photon backend"),
+            detailedText=details,
+        )  # fmt: skip
+        if not confirmed:
+            self._setupStatus = None
+            self._updateBackendSection()
+            return
+        python, environment = plan.python, self._setupEnvironment
+        try:
+            runner = self.runnerFactory(plan, environment, probe=lambda: setup.probe_python(python, environment))
+            self._setupRunner = self._setupLogRunner = runner.start()
+        except Exception as error:
+            self._setupRunner = None
+            self._endSetupWithError(_("The set-up could not be started: {error}").format(error=error))
+            return
+        self.ui.setupProgressBar.setRange(0, len(plan.commands))
+        self.ui.setupProgressBar.value = 0
+        self.ui.setupProgressBar.visible = True
+        self.ui.cancelSetupButton.enabled = True
+        self.ui.cancelSetupButton.visible = True
+        self._setupStatus = _("Setting up: starting pip ...")
+        self._setupTimer.start()
+        self._updateBackendSection()
+
+    def _endSetupWithError(self, message: str, log: str = "") -> None:
+        """A clear status and a box; nothing is retried (the log keeps pip's output)."""
+        self._setupStatus = _("Error: ") + message
+        self._updateBackendSection()
+        slicer.util.errorDisplay(
+            message, windowTitle=_("The Photon backend could not be set up"), **({"detailedText": log} if log else {})
+        )
+
+    def _checkSetupAgain(self) -> None:
+        """Re-run the version check; :meth:`_finishSetupCheck` reports it."""
+        self._setupCheckPending = True
+        self._checkLocalSetup()
+        if not self.connection.checking_setup:  # no check to wait for (e.g. no setup check configured)
+            self._finishSetupCheck()
+
+    def _finishSetupCheck(self) -> None:
+        self._setupCheckPending = False
+        if self.connection.state == connection.NOT_SET_UP:
+            self._setupStatus = None  # the check's message says what is still missing
+        elif self._restartNeeded:
+            self._setupStatus = _("Set up. Restart Slicer to use the packages installed into its own Python.")
+        else:
+            self._setupStatus = _("Set up: {python} has everything the backend needs. Press Start.").format(
+                python=self._python()
+            )
+        self._updateBackendSection()
 
     # ------------------------------------------------------------------ asking
     def onExampleChosen(self, index: int) -> None:

@@ -238,4 +238,183 @@ def scenario_remote_connect_refused_is_shown_and_the_state_is_error(session):
     assert any("not running" in message["text"] for message in session.messages), session.messages
 
 
+# ------------------------------------------------------------------------------ Set up backend (issue 14)
+
+
+def _harmless_plan(python, *commands, installed=None, problems=()):
+    """An install plan whose commands are small ``python -c`` programs (nothing is installed)."""
+    from PhotonSlicerLib.setup import InstallPlan, PlannedPackage
+
+    packages = [PlannedPackage("torch", "2.13.0", "install"), PlannedPackage("transformers", "5.23.0", "install"),
+                PlannedPackage("numpy", "2.2.6", "keep", "2.2.6")]  # fmt: skip
+    return InstallPlan(python, "cpu", [list(command) for command in commands], packages, "numpy==2.2.6\n",
+                       ["numpy", "requests"], list(problems), dict(installed or {}),
+                       "nvidia-smi found no NVIDIA GPU")  # fmt: skip
+
+
+def _python_command(code, *arguments):
+    import sys
+
+    return [sys.executable, "-c", code, *arguments]
+
+
+def _until(session, condition, timeout=30.0, seen=None):
+    """Let Slicer's event loop run (the panel's timers fire) until ``condition()``; ``seen`` gathers the status lines."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        session.application.processEvents()
+        if seen is not None:
+            seen.append(session.slicer.modules.PhotonSlicerWidget.panel.ui.backendStatusLabel.text)
+        time.sleep(0.02)
+
+
+def _press(session, button):
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    assert button.visible and button.enabled, f"{button.objectName()} cannot be pressed"
+    QTest.mouseClick(button, Qt.LeftButton)
+    session.application.processEvents()
+
+
+def scenario_set_up_backend_confirms_the_plan_runs_it_with_progress_and_checks_again(session):
+    """Set up backend: the plan's summary to confirm, its commands run with progress, then the version check again."""
+    import sys
+
+    widget = session.open_panel().panel
+    ui = widget.ui
+    plan = _harmless_plan(
+        sys.executable,
+        _python_command("import time; print('Collecting torch==2.13.0', flush=True); time.sleep(1.5)"),
+        _python_command(
+            "import sys, time; print('pins:', open(sys.argv[1]).read().strip()); time.sleep(1.5)", "{constraints}"
+        ),
+    )
+    asked = []
+    widget.planMaker = lambda python, environment, device: asked.append((python, device)) or plan
+    checks = []
+    widget.connection.setup_check = lambda python, environment: checks.append(python) or []
+    assert not ui.setupProgressBar.visible and not ui.cancelSetupButton.visible
+    _press(session, ui.setupBackendButton)
+    assert not ui.setupBackendButton.enabled and not ui.startBackendButton.enabled  # one set-up at a time
+    seen = []
+    _until(session, lambda: widget._setupRunner is not None, seen=seen)
+    assert asked == [(widget._python(), "auto")], asked  # the chosen Python and the Device setting
+    confirmation = session.messages[-1]
+    # (slicer.util.messageBox pads the title of a box with details, to make it wider)
+    assert confirmation["windowTitle"].strip() == "Set up the Photon backend", confirmation
+    for line in ("Install into " + sys.executable + " (PyTorch: CPU build):", "  torch 2.13.0", "  transformers 5.23.0",
+                 "  numpy 2.2.6 (already installed, kept)", "PyTorch CPU build: nvidia-smi found no NVIDIA GPU.",
+                 "Packages Slicer ships are never replaced (2 kept at their versions)."):  # fmt: skip
+        assert line in confirmation["text"].splitlines(), (line, confirmation["text"])
+    assert "photon-constraints.txt" in confirmation["detailedText"], confirmation["detailedText"]
+    _until(session, lambda: "Command 1 of 2" in ui.backendStatusLabel.text)
+    assert ui.setupProgressBar.visible and ui.cancelSetupButton.visible and ui.cancelSetupButton.enabled
+    assert (ui.setupProgressBar.value, ui.setupProgressBar.maximum) == (0, 2)
+    _until(session, lambda: widget._setupRunner is None and not widget._setupCheckPending, seen=seen)
+    assert any(text.startswith("Setting up: Command 2 of 2: ") for text in seen), sorted(set(seen))
+    assert checks and checks[-1] == widget._python()  # the version check ran again
+    assert ui.backendStatusLabel.text == f"Set up: {widget._python()} has everything the backend needs. Press Start."
+    assert not ui.setupProgressBar.visible and not ui.cancelSetupButton.visible
+    assert ui.setupBackendButton.enabled and ui.startBackendButton.enabled
+    assert session.slicer.app.__dict__.get("restarts") is None  # an external Python: no restart
+    assert [message["windowTitle"].strip() for message in session.messages] == ["Set up the Photon backend"]
+    log = "\n".join(text for _path, text in widget._logSections())  # what Log shows
+    assert "Collecting torch==2.13.0" in log and "pins: numpy==2.2.6" in log, log
+    ui.backendModeComboBox.currentIndex = 1  # Remote URL: nothing to set up here
+    session.application.processEvents()
+    assert not ui.setupBackendButton.visible
+
+
+def scenario_set_up_backend_failure_ends_in_a_clear_status_and_box_with_the_log(session):
+    """A pip command that fails: the status and a box say which and why, the output is in the box's details."""
+    import sys
+
+    widget = session.open_panel().panel
+    failing = _python_command(
+        "import sys; print('ERROR: Could not find a version that satisfies the requirement torch==2.13.0'); sys.exit(1)"
+    )
+    never = _python_command("print('must not run')")
+    widget.planMaker = lambda python, environment, device: _harmless_plan(sys.executable, failing, never)
+    _press(session, widget.ui.setupBackendButton)
+    _until(session, lambda: widget._setupPlanning is None and widget._setupRunner is None
+           and len(session.messages) >= 2)  # fmt: skip
+    confirmation, error = session.messages
+    assert error["windowTitle"].strip() == "The Photon backend could not be set up", error
+    assert error["text"].startswith("Command 1 of 2 (python") and "exit code 1" in error["text"], error["text"]
+    assert "Could not find a version that satisfies the requirement" in error["detailedText"]
+    assert "must not run" not in error["detailedText"]
+    status = widget.ui.backendStatusLabel.text
+    assert status.startswith("Error: Command 1 of 2") and "what was installed before is kept" in status, status
+    assert widget.ui.setupBackendButton.enabled and not widget.ui.setupProgressBar.visible
+
+
+def scenario_set_up_backend_cancel_ends_the_running_command(session):
+    """Cancel set-up while a command runs: it ends within seconds, no further command runs."""
+    import sys
+    import time
+
+    widget = session.open_panel().panel
+    sleeper = _python_command("import time; print('Downloading torch', flush=True); time.sleep(60)")
+    never = _python_command("print('must not run')")
+    widget.planMaker = lambda python, environment, device: _harmless_plan(sys.executable, sleeper, never)
+    _press(session, widget.ui.setupBackendButton)
+    _until(session, lambda: "Command 1 of 2" in widget.ui.backendStatusLabel.text)
+    runner = widget._setupRunner
+    started = time.monotonic()
+    _press(session, widget.ui.cancelSetupButton)
+    _until(session, lambda: widget._setupRunner is None, timeout=20)
+    assert time.monotonic() - started < 10
+    assert widget.ui.backendStatusLabel.text.startswith("Set-up cancelled"), widget.ui.backendStatusLabel.text
+    assert "must not run" not in runner.log_text() and "Downloading torch" in runner.log_text()
+    assert len(session.messages) == 1  # the confirmation only: a cancel the user asked for needs no box
+    assert widget.ui.setupBackendButton.enabled
+
+
+def scenario_set_up_backend_declined_or_impossible_runs_nothing(session):
+    """Cancel in the confirmation runs nothing; a plan with problems (Python 3.9) is refused with the reason."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import slicer_stand_ins
+
+    widget = session.open_panel().panel
+    marker = Path(tempfile.mkdtemp()) / "ran"
+    writes = _python_command("import sys; open(sys.argv[1], 'w').write('ran')", str(marker))
+    widget.planMaker = lambda python, environment, device: _harmless_plan(sys.executable, writes)
+    slicer_stand_ins.ctkMessageBox.answers.append(session.qt.QMessageBox.Cancel)
+    _press(session, widget.ui.setupBackendButton)
+    _until(session, lambda: widget._setupPlanning is None and session.messages)
+    session.application.processEvents()
+    assert widget._setupRunner is None and not marker.exists()
+    assert not widget.ui.backendStatusLabel.text.startswith("Setting up"), widget.ui.backendStatusLabel.text
+    problem = "Python 3.9.10 (/opt/Slicer-5.6/bin/PythonSlicer) cannot run the backend: PhotonLib needs Python 3.10"
+    widget.planMaker = lambda python, environment, device: _harmless_plan(sys.executable, writes, problems=[problem])
+    _press(session, widget.ui.setupBackendButton)
+    _until(session, lambda: len(session.messages) == 2)
+    assert session.messages[-1]["text"] == problem and not marker.exists()
+    assert widget.ui.backendStatusLabel.text == "Error: " + problem
+
+
+def scenario_set_up_backend_into_slicers_python_asks_to_restart(session):
+    """Installed into Slicer's own Python and a package Slicer imported changed: a restart prompt, then restart()."""
+    widget = session.open_panel().panel
+    from PhotonSlicerLib.plan_runner import PlanRunner
+    from PhotonSlicerLib.setup import PythonReport
+
+    slicer_python = "/opt/Slicer-5.10.0/bin/PythonSlicer"
+    plan = _harmless_plan(slicer_python, _python_command("print('installing')"), installed={"numpy": "2.2.6"})
+    widget.planMaker = lambda python, environment, device: plan
+    after = PythonReport(slicer_python, (3, 12, 10), {"numpy": "2.4.6", "torch": "2.13.0"})
+    widget.runnerFactory = lambda plan, environment, probe: PlanRunner(plan, environment, probe=lambda: after)
+    _press(session, widget.ui.setupBackendButton)
+    _until(session, lambda: getattr(session.slicer.app, "restarts", 0) == 1)
+    restart = session.messages[-1]
+    assert restart["windowTitle"].strip() == "Restart Slicer" and "(numpy, torch)" in restart["text"], restart
+
+
 SCENARIOS = sorted(name for name in dict(globals()) if name.startswith("scenario_"))

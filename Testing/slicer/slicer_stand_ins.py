@@ -365,18 +365,27 @@ class qMRMLTableView(QtWidgets.QTableView):  # noqa: N801
         self._model.setHorizontalHeaderLabels(names)
         for row in range(table.GetNumberOfRows()):
             self._model.appendRow(
-                [QtGui.QStandardItem(str(table.GetValue(row, column))) for column in range(len(names))]
+                # The cell's text as qMRMLTableModel shows it (vtkVariant's str() would add quotes).
+                [QtGui.QStandardItem(table.GetValue(row, column).ToString()) for column in range(len(names))]
             )
 
 
 class ctkMessageBox(QtWidgets.QMessageBox):  # noqa: N801
-    """Records what would be shown and returns at once (a modal box would wait for a click)."""
+    """Records what would be shown and returns at once (a modal box would wait for a click).
+
+    It returns the button the user pressed, as the real one does: the first of ``answers`` when
+    the box offers it (a scenario puts ``QMessageBox.Cancel`` there to decline), else OK.
+    """
 
     shown: list[dict[str, str]] = []
+    answers: list = []
 
     def exec(self, *args):
         box = QtWidgets.QMessageBox  # (the PythonQt-style subclass has text as an attribute)
-        ctkMessageBox.shown.append({"text": box.text(self), "detailedText": box.detailedText(self)})
+        ctkMessageBox.shown.append({"text": box.text(self), "detailedText": box.detailedText(self),
+                                    "windowTitle": box.windowTitle(self)})  # fmt: skip
+        if ctkMessageBox.answers and box.standardButtons(self) & ctkMessageBox.answers[0]:
+            return int(ctkMessageBox.answers.pop(0).value)
         return int(QtWidgets.QMessageBox.Ok.value)
 
     def exec_(self, *args):
@@ -552,6 +561,10 @@ class SlicerApplication(QtCore.QObject):
 
     def exit(self, status: int = 0) -> None:
         self._application.exit(status)
+
+    def restart(self) -> None:
+        """qSlicerApplication::restart ends Slicer and starts it again; here it is recorded."""
+        self.restarts = getattr(self, "restarts", 0) + 1
 
 
 class CoreIOManager:

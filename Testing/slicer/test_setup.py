@@ -137,6 +137,29 @@ def test_plan_for_slicers_own_python_never_replaces_its_packages():
     assert conflict.problems and "numpy 1.21.0 (needs >=1.24)" in conflict.problems[0]
 
 
+def test_the_confirmation_says_why_this_pytorch_build_and_how_to_choose_the_cpu_one():
+    report = PythonReport("/env/bin/python", (3, 12, 1), {})
+    cuda = setup.install_plan(report, device="auto", gpu=GPU, requirements=REQUIREMENTS, lock=LOCK).summary()
+    assert ("PyTorch CUDA (cu128) build: nvidia-smi found NVIDIA H200 (143771 MiB, driver 570.124.06); for the CPU "
+            "build set Edit > Application Settings > Photon > Device to cpu.") in cuda.splitlines()  # fmt: skip
+    chosen = setup.install_plan(report, device="cpu", gpu=GPU, requirements=REQUIREMENTS, lock=LOCK).summary()
+    assert "PyTorch CPU build: the Device setting is cpu (Edit > Application Settings > Photon > Device)." in chosen
+    none = setup.install_plan(report, device="cuda", gpu=None, requirements=REQUIREMENTS, lock=LOCK).summary()
+    assert "PyTorch CPU build: nvidia-smi found no NVIDIA GPU." in none.splitlines()
+
+
+def test_plan_for_python_probes_the_python_and_finds_the_gpu():
+    seen = []
+
+    def probe(python, environment):
+        seen.append((python, dict(environment)))
+        return PythonReport(python, (3, 12, 1), {"numpy": "2.4.6"})
+
+    plan = setup.plan_for_python("/env/bin/python", {"HOME": "/home/me"}, device="auto", detect=lambda: GPU, probe=probe)
+    assert seen == [("/env/bin/python", {"HOME": "/home/me"})]
+    assert plan.python == "/env/bin/python" and plan.build == "cu128" and plan.installed == {"numpy": "2.4.6"}
+
+
 def test_nothing_to_install_when_everything_is_there():
     report = PythonReport("/env/bin/python", (3, 12, 1), dict(LOCK))
     plan = setup.install_plan(report, device="auto", gpu=GPU, requirements=REQUIREMENTS, lock=LOCK)

@@ -30,7 +30,8 @@ SECTIONS = {
 #: Widgets the module code reaches through childWidgetVariables.
 EXPECTED_WIDGETS = (
     "backendModeComboBox backendUrlLineEdit backendTokenLineEdit backendPythonLineEdit startBackendButton "
-    "stopBackendButton connectButton showBackendLogButton backendStatusLabel inputVolumeSelector "
+    "stopBackendButton connectButton showBackendLogButton setupBackendButton setupProgressBar cancelSetupButton "
+    "backendStatusLabel inputVolumeSelector "
     "exampleQuestionsComboBox questionTextEdit maxNewTokensSpinBox askButton cancelButton askProgressBar askStatusLabel "
     "answerTextEdit "
     "tokensKeptLabel timingsLabel showHeatmapCheckBox heatmapOpacitySlider heatmapColorSelector "

@@ -1,8 +1,8 @@
 """Stand-ins for Slicer's CTK/MRML widget classes so QUiLoader (PySide6) can build the module's .ui.
 
 Each has the class name the .ui uses and the properties it sets, so the layout, object names,
-texts and dynamic properties are those Slicer will see. Used by test_ui.py and by
-Resources/make_screenshot.py.
+texts and dynamic properties are those Slicer will see. Used by test_ui.py (the screenshot,
+Resources/make_screenshot.py, opens the real panel in slicer_harness.py instead).
 """
 
 from __future__ import annotations
