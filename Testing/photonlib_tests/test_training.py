@@ -332,3 +332,9 @@ def test_the_3d_rad_recipe_has_the_releases_global_batch():
     assert config.batch_size * config.gradient_accumulation_steps * 8 == 16
     assert (config.pruning.soft_from, config.pruning.hard_from, config.pruning.flip_from) == (4000, 8000, 9000)
     assert config.pruning.counted_in == "forward_passes"
+
+
+def test_the_demo_recipe_keeps_one_step_temporal_positions():
+    """The release's video spacing (14 per depth step with 7^3 patches) leaves the 4-layer demo at chance."""
+    config = load_train_config(CONFIGS / "phantom-demo-warmup.yaml")
+    assert "volume_fps" in config.model.overrides and config.model.overrides["volume_fps"] is None
