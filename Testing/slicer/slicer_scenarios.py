@@ -162,7 +162,7 @@ def scenario_self_test_skip_reaches_unittest(session):
     ], result.skipped
 
 
-# ------------------------------------------------------------------------------ settings page (issue 14)
+# ------------------------------------------------------------------------------ settings page
 
 
 class _SettingsDialog:
@@ -238,7 +238,7 @@ def scenario_remote_connect_refused_is_shown_and_the_state_is_error(session):
     assert any("not running" in message["text"] for message in session.messages), session.messages
 
 
-# ------------------------------------------------------------------------------ Set up backend (issue 14)
+# ------------------------------------------------------------------------------ Set up backend
 
 
 def _harmless_plan(python, *commands, installed=None, problems=()):
