@@ -349,12 +349,8 @@ def check_cache_filled(cache: DynamicCache, num_layers: int, length: int) -> Non
         raise CacheNotFilledError(
             f"after prefill the KV cache of decoder layer(s) {wrong} holds {[lengths[i] for i in wrong]} tokens, "
             f"expected {length}: transformers {TRANSFORMERS_VERSION}'s decoder layer did not take the cache "
-            f"through the {_LAYER_CACHE_KEYWORD!r} keyword ({incompatibility_hint()})"
+            f"through the {_LAYER_CACHE_KEYWORD!r} keyword (supported: transformers{SUPPORTED_RANGE})"
         )
-
-
-def incompatibility_hint() -> str:
-    return f"supported: transformers{SUPPORTED_RANGE}"
 
 
 def causal_mask(
