@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -13,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from photonlib.geometry import VolumeGeometry
 from photonlib.model import PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.training import load_train_config, train
 from photonlib.training.config import PruningSchedule
-from photonlib.volume import write_volume
+
+from volume_factory import question_dataset
 
 PHOTON = Path(sys.executable).with_name("photon")
 CONFIGS = Path(__file__).resolve().parents[2] / "PhotonLib" / "configs"
@@ -26,16 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "PhotonLib" / "configs"
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """Four small CT-like volumes (real files) and a JSON Lines file of questions about them."""
-    folder = tmp_path_factory.mktemp("train-data")
-    rows = []
-    for index in range(4):
-        geometry = VolumeGeometry((40, 40, 20), (3.0, 3.0, 6.0), (0.0, 0.0, 0.0), np.eye(3))
-        array = np.random.default_rng(index).normal(0, 300, geometry.array_shape).astype(np.int16)
-        array[0, 0, 0] = -1000
-        write_volume(folder / f"case{index}.nii.gz", array, geometry)
-        rows.append({"volume": f"case{index}.nii.gz", "question": f"Is there a lesion in case {index}?", "answer": "Yes" if index % 2 else "No"})
-    (folder / "data.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    return folder / "data.jsonl"
+    return question_dataset(tmp_path_factory.mktemp("train-data"), ["Yes" if index % 2 else "No" for index in range(4)])
 
 
 def recipe(dataset: Path, output: Path, *extra: str):

@@ -18,14 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from photonlib.geometry import VolumeGeometry
 from photonlib.model import PhotonForConditionalGeneration
 from photonlib.training import load_train_config, train
-from photonlib.volume import write_volume
+
+from volume_factory import question_dataset
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 LAUNCH_TIMEOUT_S = 240  # a run takes about 10 s on two busy cores; never hang the suite
@@ -41,17 +40,7 @@ WEIGHT_TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """Four small CT-like volumes; the answers have different lengths."""
-    folder = tmp_path_factory.mktemp("distributed-data")
-    rows = []
-    for index in range(4):
-        geometry = VolumeGeometry((40, 40, 20), (3.0, 3.0, 6.0), (0.0, 0.0, 0.0), np.eye(3))
-        array = np.random.default_rng(index).normal(0, 300, geometry.array_shape).astype(np.int16)
-        array[0, 0, 0] = -1000
-        write_volume(folder / f"case{index}.nii.gz", array, geometry)
-        answer = "Yes" if index % 2 else "No abnormality"
-        rows.append({"volume": f"case{index}.nii.gz", "question": f"Is there a lesion in case {index}?", "answer": answer})
-    (folder / "data.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    return folder / "data.jsonl"
+    return question_dataset(tmp_path_factory.mktemp("distributed-data"), ["Yes" if index % 2 else "No abnormality" for index in range(4)])
 
 
 def settings(dataset: Path, output: Path, batch_size: int) -> list[str]:
