@@ -14,7 +14,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from photonlib.model.decoding import GREEDY, DecodingSettings, next_token
+from photonlib.model.decoding import GREEDY, DecodingSettings, next_token, seen_tokens
 
 from model_factory import phantom_volume, tiny_model, tiny_processor
 
@@ -51,14 +51,15 @@ def test_next_token_distribution_equals_transformers_processors(settings):
     logits = torch.randn(3, 50, generator=generator) * 3
     previous = torch.randint(0, 50, (3, 12), generator=generator)
     expected = RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)(previous, logits.clone())
+    seen = seen_tokens(previous, logits.shape[-1])
     if not settings.do_sample:
-        assert torch.equal(next_token(logits, previous, settings), expected.argmax(-1))
+        assert torch.equal(next_token(logits, seen, settings), expected.argmax(-1))
         return
     for warper in (TemperatureLogitsWarper(settings.temperature), TopKLogitsWarper(settings.top_k), TopPLogitsWarper(settings.top_p)):
         expected = warper(previous, expected)
     allowed = torch.isfinite(expected)
     # Sampling many times only ever gives tokens transformers allows, and all of them when they are likely.
-    draws = torch.stack([next_token(logits, previous, settings, torch.Generator().manual_seed(seed)) for seed in range(200)])
+    draws = torch.stack([next_token(logits, seen, settings, torch.Generator().manual_seed(seed)) for seed in range(200)])
     assert bool(allowed.gather(1, draws.T).all())
     if settings.top_k == 1:
         assert torch.equal(draws[0], expected.argmax(-1))
@@ -90,3 +91,32 @@ def test_bad_settings_are_refused():
         DecodingSettings(temperature=0)
     with pytest.raises(ValueError, match="top_p"):
         DecodingSettings(top_p=0)
+
+
+def test_streamed_text_is_decoded_incrementally_and_equals_the_answer():
+    """Streaming decodes a short window per token (not the whole answer again), holds back an
+    incomplete UTF-8 character, and ends with exactly the decoded answer."""
+    from transformers import AutoTokenizer
+
+    from photonlib.inference.engine import IncrementalText
+    from photonlib.model.processing import bundled_qwen_tokenizer_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_qwen_tokenizer_folder())
+    text = "Yes: a 12 mm lésion in segment VII of the liver (肝脏), about 3 cm³ 🙂, no other finding. " * 3
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    decoded_lengths = []
+    original_decode = tokenizer.decode
+
+    def counting_decode(token_ids, **options):
+        decoded_lengths.append(len(token_ids))
+        return original_decode(token_ids, **options)
+
+    tokenizer.decode = counting_decode
+    shown: list[str] = []
+    stream = IncrementalText(tokenizer, shown.append)
+    for token in ids:
+        stream.add(torch.tensor([token]))
+    final = original_decode(ids, skip_special_tokens=True)
+    assert len(shown) == len(ids) and shown[-1] == final
+    assert all(final.startswith(partial) and "\ufffd" not in partial for partial in shown)
+    assert sum(decoded_lengths) < 4 * len(ids)  # decoding everything per token would be ~len(ids)^2 / 2

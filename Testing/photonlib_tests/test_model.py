@@ -234,6 +234,21 @@ def test_pruned_generate_equals_reference_decode(model, processor):
     assert torch.equal(generation.sequences, reference.argmax(dim=-1))
 
 
+def test_decoding_past_the_preallocated_room_changes_nothing(model, processor, monkeypatch):
+    """A full KV buffer doubles and the rotary cos/sin come in chunks: with a chunk of 3 tokens,
+    10 tokens of a padded batch cross both boundaries several times."""
+    from photonlib.model import modeling
+
+    batch = processor([phantom_volume(1), phantom_volume(2)], [QUESTION_A, QUESTION_B])
+    default = model.generate(**batch, max_new_tokens=10, output_logits=True, eos_token_id=-1)
+    monkeypatch.setattr(modeling, "DECODE_CHUNK", 3)
+    chunked = model.generate(**batch, max_new_tokens=10, output_logits=True, eos_token_id=-1)
+    assert torch.equal(chunked.sequences, default.sequences)
+    torch.testing.assert_close(chunked.logits, default.logits, rtol=0, atol=1e-5)
+    reference = reference_decode(model, processor([phantom_volume(1)], [QUESTION_A]), 10)
+    torch.testing.assert_close(chunked.logits[0], reference[0], rtol=1e-4, atol=1e-4)
+
+
 def teacher_forced_answer_logits(model, batch, answer: torch.Tensor, answer_sees_dropped: bool) -> torch.Tensor:
     """Logits predicting each answer token from one forward over prompt + answer (as training runs)."""
     prompt_length = batch["input_ids"].shape[1]
@@ -431,7 +446,7 @@ def _bf16_scoring_inputs(seed: int):
     instruction[0, 37:40] = True
     queries = torch.randn(1, 2, length, 16, generator=generator).bfloat16()
     keys = torch.randn(1, 2, length, 16, generator=generator).bfloat16()
-    return LanguageStageInputs(queries=queries, keys=keys, instruction_mask=instruction, visual_mask=visual)
+    return LanguageStageInputs.from_queries(queries, keys, instruction, visual)
 
 
 def test_release_precision_rounds_scores_and_threshold_to_the_model_dtype():
@@ -448,7 +463,7 @@ def test_release_precision_rounds_scores_and_threshold_to_the_model_dtype():
     flips = 0
     for seed in range(40):
         inputs = _bf16_scoring_inputs(seed)
-        raw = instruction_weighted_scores(inputs.queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
+        raw = instruction_weighted_scores(inputs.instruction_queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
         rounded = raw.bfloat16().float()
         theta = predictor.threshold_scale * torch.sigmoid(predictor.mlp(_features(rounded)).bfloat16()).float()
         expected = keep_probability(rounded, theta, 0.2)
@@ -467,7 +482,8 @@ def _features(raw):
 def test_precision_is_the_same_on_a_float32_model_and_follows_the_configuration(model):
     assert model.config.its_score_precision == "model" and model.pruner.score_precision == "model"
     inputs = _bf16_scoring_inputs(1)
-    inputs.queries, inputs.keys = inputs.queries.float(), inputs.keys.float()
+    inputs.instruction_queries = [queries.float() for queries in inputs.instruction_queries]
+    inputs.keys = inputs.keys.float()
     from photonlib.model.pruning.pruners import InstructionTokenScheduler
 
     predictor = model.model.language_model.token_scheduler

@@ -7,7 +7,7 @@
   the threshold it outputs is exact (see :func:`calibrate_its`).
 * ``qwen2.5-vl``: the vision tower cuts the volume with Qwen2.5-VL's temporal patch of 2 and
   its three-channel patch embedding (the grey volume repeated on three channels, as Qwen sees a
-  grey video); the rest of the model is the same.
+  grey video), computed as a matmul like Photon's; the rest of the model is the same.
 * ``photon`` and ``qwen2.5-vl`` run without any pruner (not even the scoring of ITS).
 * ``photon-its``: ITS as shipped (scores, threshold MLP, hard drop after ``its_layer``), its
   MLP set to a constant threshold that keeps ``round(keep_ratio * V)`` of this prompt's V visual
@@ -28,7 +28,7 @@ from photonlib.benchmarks.spec import BenchSpec
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.model.pruning.its import instruction_weighted_scores, min_max_normalize
 from photonlib.model.pruning.pruners import LanguageStageInputs, TokenPruner, TokenSelection
-from photonlib.model.transformers_adapter import QwenVisionPatchEmbed
+from photonlib.model.transformers_adapter import LinearPatchEmbed
 from photonlib.volume import PreprocessConfig
 
 QWEN_TEMPORAL_PATCH = 2
@@ -130,7 +130,7 @@ def build_model(spec: BenchSpec, config: PhotonConfig, qwen_input: bool) -> Phot
             model = PhotonForConditionalGeneration(config)
             if qwen_input:
                 vision = model.model.visual
-                vision.patch_embed = QwenVisionPatchEmbed(
+                vision.patch_embed = LinearPatchEmbed(
                     patch_size=config.vision_config.patch_size, temporal_patch_size=QWEN_TEMPORAL_PATCH,
                     in_channels=QWEN_CHANNELS, embed_dim=config.vision_config.hidden_size,
                 )  # fmt: skip
@@ -200,7 +200,7 @@ def calibrate_its(model: PhotonForConditionalGeneration, batch: dict, kept: int)
     recorder = RecordingPruner(model.build_pruner("its"))
     model(**batch, logits_to_keep=1, pruner=recorder, pruning_mode="none")
     inputs = recorder.last_inputs
-    raw = instruction_weighted_scores(inputs.queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
+    raw = instruction_weighted_scores(inputs.instruction_queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
     scores = min_max_normalize(raw.float())[0].double()
     ordered = torch.sort(scores, descending=True).values
     theta = float((ordered[kept - 1] + ordered[kept]) / 2)

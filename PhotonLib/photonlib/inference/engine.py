@@ -3,11 +3,15 @@
 The work splits in two so a second question about the same volume is cheap:
 
 * :meth:`PhotonEngine.prepare` (question-independent): preprocess the volume to the model
-  grid, cut it into patches, run the vision tower. The result, a :class:`PreparedCase`, can be
-  cached by whoever holds it (the server keeps a bounded cache keyed by volume content).
+  grid, cut it into patches (once per volume), run the vision tower. The result, a
+  :class:`PreparedCase`, can be cached by whoever holds it (the server keeps a bounded cache
+  keyed by volume content).
 * :meth:`PhotonEngine.ask` (per question): prompt, prefill with ITS, decode; returns the answer,
   token counts, timings and the keep-probability map on the (t, h, w) token grid, which
-  :meth:`PhotonEngine.heatmap` maps back onto the volume's own voxels.
+  :meth:`PhotonEngine.heatmap` maps back onto the volume's own voxels. The first question also
+  saves the prompt's question-independent prefix through the ITS layer in the case
+  (:mod:`photonlib.model.prompt_prefix`), so a follow-up question prefills only its own tokens
+  there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor, Turn
 from photonlib.model.configuration import PRUNING_MODES
+from photonlib.model.prompt_prefix import PrefixCache
 from photonlib.model.pruning.pruners import TokenPruner
 from photonlib.model.transformers_adapter import quiet_loading
 from photonlib.volume import PreparedVolume, PreprocessConfig, Volume, map_to_source, prepare_volume, write_heatmap
@@ -44,15 +49,17 @@ class PreparedCase:
     video_grid_thw: torch.Tensor  # (1, 3)
     visual_embeddings: list[torch.Tensor]
     timings: dict[str, float] = field(default_factory=dict)  # preprocess, vision (seconds)
+    prefix_cache: PrefixCache = field(default_factory=PrefixCache)  # the latest prompt prefix through layer k
 
     @property
     def tokens_total(self) -> int:
         return int(self.visual_embeddings[0].shape[0])
 
     def nbytes(self) -> int:
-        """Memory held, for cache accounting."""
+        """Memory held, for cache accounting (the saved prompt prefix included)."""
         tensors = [self.pixel_values, *self.visual_embeddings]
-        return int(self.prepared.array.nbytes + sum(t.element_size() * t.nelement() for t in tensors))
+        held = self.prepared.array.nbytes + sum(t.element_size() * t.nelement() for t in tensors)
+        return int(held + self.prefix_cache.nbytes())
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Answer:
     keep_mask: np.ndarray  # (t, h, w) bool
     timings: dict[str, float]  # seconds: preprocess, vision, prefill, decode, total
     stopped: bool = False  # cancelled before the answer was complete
+    prefix_reused: bool = False  # a follow-up: the prompt's prefix through the ITS layer was reused
 
 
 class PhotonEngine:
@@ -161,26 +169,23 @@ class PhotonEngine:
     ) -> Answer:
         """Answer one question about a prepared volume (greedy decoding)."""
         started = time.perf_counter()
-        batch = self.processor([case.prepared], [question], histories=[list(history)])
-        tokens: list[int] = []
-
-        def stream(token: torch.Tensor) -> None:
-            tokens.append(int(token[0]))
-            if on_text is not None:
-                on_text(self.processor.tokenizer.decode(tokens, skip_special_tokens=True))
+        grid = tuple(int(v) for v in case.video_grid_thw[0])
+        prompt = self.processor.prompt_inputs(grid, question, history)  # the patches were cut in prepare()
+        stream = IncrementalText(self.processor.tokenizer, on_text) if on_text is not None else None
 
         with self.lock:
             generation = self.model.generate(
-                input_ids=batch["input_ids"].to(self.device),
-                attention_mask=batch["attention_mask"].to(self.device),
+                input_ids=prompt["input_ids"].to(self.device),
+                attention_mask=prompt["attention_mask"].to(self.device),
                 pixel_values=case.pixel_values,  # used only by vision-stage pruners
                 video_grid_thw=case.video_grid_thw,
                 visual_embeddings=None if self.pruner.stage == "vision" else case.visual_embeddings,
                 max_new_tokens=max_new_tokens,
                 pruner=self.pruner,
                 pruning_mode=self.pruning_mode,
-                on_token=stream,
+                on_token=stream.add if stream is not None else None,
                 should_stop=should_stop,
+                prefix_cache=case.prefix_cache,
             )
         if generation.keep_probability is not None:
             probability, keep = (t.float().cpu().numpy() for t in generation.token_maps(0))
@@ -200,6 +205,7 @@ class PhotonEngine:
             keep_mask=keep.astype(bool),
             timings=timings,
             stopped=generation.stopped,
+            prefix_reused=generation.prefix_reused,
         )
 
     def heatmap(self, answer: Answer, case: PreparedCase, *, interpolation: str = "nearest") -> np.ndarray:
@@ -212,6 +218,34 @@ class PhotonEngine:
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+class IncrementalText:
+    """Streaming text, one token at a time, without decoding the whole answer again per token.
+
+    Decodes only the tokens since the last complete piece of text: a window from ``prefix`` (a
+    few tokens back, for context-dependent spacing) to the end. Text that ends in an incomplete
+    UTF-8 sequence (the replacement character) is held back until the next token completes it.
+    ``on_text`` receives the whole text so far, as before.
+    """
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.tokens: list[int] = []
+        self.text = ""
+        self.prefix = 0  # window start
+        self.read = 0  # tokens whose text is already in self.text
+
+    def add(self, token: torch.Tensor) -> None:
+        self.tokens.append(int(token[0]))
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        known = decode(self.tokens[self.prefix : self.read])
+        window = decode(self.tokens[self.prefix :])
+        if len(window) > len(known) and not window.endswith("\ufffd"):
+            self.text += window[len(known) :]
+            self.prefix, self.read = self.read, len(self.tokens)
+        self.on_text(self.text)
 
 
 def resolve_device(device: str) -> str:

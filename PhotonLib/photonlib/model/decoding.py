@@ -63,15 +63,22 @@ class DecodingSettings:
 GREEDY = DecodingSettings()
 
 
+def seen_tokens(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, vocab) True for every id that occurs in ``ids`` (B, N): what the repetition penalty looks at."""
+    return torch.zeros((ids.shape[0], vocab_size), dtype=torch.bool, device=ids.device).scatter_(1, ids, True)
+
+
 def next_token(
-    logits: torch.Tensor, previous_ids: torch.Tensor, settings: DecodingSettings, generator: torch.Generator | None = None
+    logits: torch.Tensor, seen: torch.Tensor | None, settings: DecodingSettings, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """(B,) next tokens from (B, vocab) logits; ``previous_ids`` (B, N) is the sequence so far."""
+    """(B,) next tokens from (B, vocab) logits; ``seen`` (B, vocab) marks the ids of the sequence so
+    far (:func:`seen_tokens`, updated per token), needed only with a repetition penalty."""
     scores = logits.float()
     if settings.repetition_penalty != 1.0:
-        seen = torch.gather(scores, 1, previous_ids)
-        seen = torch.where(seen < 0, seen * settings.repetition_penalty, seen / settings.repetition_penalty)
-        scores = scores.scatter(1, previous_ids, seen)
+        if seen is None:
+            raise ValueError("a repetition penalty needs the ids seen so far")
+        penalized = torch.where(scores < 0, scores * settings.repetition_penalty, scores / settings.repetition_penalty)
+        scores = torch.where(seen, penalized, scores)
     if not settings.do_sample:
         return scores.argmax(dim=-1)
     scores = scores / settings.temperature

@@ -34,11 +34,15 @@ from photonlib.model.compaction import (
     scatter_visual,
 )
 from photonlib.model.configuration import PhotonConfig
-from photonlib.model.decoding import GREEDY, DecodingSettings, next_token
+from photonlib.model.decoding import GREEDY, DecodingSettings, next_token, seen_tokens
 from photonlib.model.positions import build_position_ids, next_positions
+from photonlib.model.prompt_prefix import PrefixCache, prefix_length
 from photonlib.model.pruning.pruners import TokenPruner, VisionStageInputs, build_pruner
 from photonlib.model.text_model import PhotonTextModel
 from photonlib.model.tokens import IGNORE_INDEX, instruction_mask_from_ids, merged_grids
+
+#: Decoding steps whose rotary cos/sin are computed together, and the KV cache's first room.
+DECODE_CHUNK = 256
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -58,6 +62,7 @@ class PhotonOutput:
     keep_probability: torch.Tensor | None = None
     keep_mask: torch.Tensor | None = None
     token_grids: torch.Tensor | None = None  # (B, 3) language-model token grid (t, h, w)
+    prefix_reused: bool = False  # layers 0..k of the prompt's prefix came from a PrefixCache
 
 
 @dataclass
@@ -71,6 +76,7 @@ class PhotonGeneration:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: vision, prefill, decode
     stopped: bool = False  # True when should_stop ended the decoding early
     logits: torch.Tensor | None = None  # (B, N, vocab) with output_logits=True
+    prefix_reused: bool = False  # the prefill reused a saved prompt prefix (a follow-up question)
 
     def token_maps(self, sample: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep probability and decision of one sample as (t, h, w) grids: the heatmap."""
@@ -82,7 +88,12 @@ class PhotonGeneration:
 # transformers initialises each sub-model with its own _init_weights, so the Photon-specific
 # initialisations live on the sub-models that own the modules.
 class PhotonVisionModel(qwen.QwenVisionTower):
-    """Qwen2.5-VL's vision tower; its patch embedding is the one-channel 14^3 Conv3d."""
+    """Qwen2.5-VL's vision tower; its patch embedding is the one-channel 14^3 Conv3d, run as a matmul."""
+
+    def __init__(self, config, *args, **kwargs) -> None:
+        super().__init__(config, *args, **kwargs)
+        # The same module and weights (already initialised), computed as one matrix product.
+        self.patch_embed.__class__ = qwen.LinearPatchEmbed
 
     def _init_weights(self, module: nn.Module) -> None:
         # Each init function skips a tensor already initialised in this pass, so Photon's own
@@ -167,6 +178,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         pruning_mode: str | None = None,
         frozen_keep: torch.Tensor | None = None,
         flipped_keep: torch.Tensor | None = None,
+        prefix_cache: PrefixCache | None = None,
         **_: object,
     ) -> PhotonOutput:
         """Prefill (or training) forward over whole prompts with their volumes.
@@ -178,16 +190,28 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         ``config.its_answer_sees_dropped`` False (the default) hard pruning hides the dropped
         visual tokens from them in every layer, exactly as decoding does. ``frozen_keep`` and
         ``flipped_keep`` (B,) are the release's training variants (see ``PhotonTextModel``).
+        ``prefix_cache`` (inference with ``use_cache``, a batch of one): reuse its saved prompt
+        prefix when this prompt starts with it, else save this prompt's
+        (:mod:`photonlib.model.prompt_prefix`); the result is the same either way.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         config = self.config
         pruner = pruner if pruner is not None else self.pruner
         pruning_mode = pruning_mode if pruning_mode is not None else config.pruning_mode
-        embeddings = self.model.language_model.embed_tokens(input_ids)
+        reused, record = None, None
+        if prefix_cache is not None and self._can_share_prefix(input_ids, attention_mask, use_cache, pruner, labels, answer_mask):
+            reused = prefix_cache.lookup(input_ids)
+            length = prefix_length(input_ids, config.vision_end_token_id) if reused is None else None
+            record = input_ids[0, :length] if length is not None and length < input_ids.shape[1] else None
+        embeddings = self.model.language_model.embed_tokens(input_ids[:, reused.length :] if reused else input_ids)
         visual_mask = (input_ids == config.video_token_id) & attention_mask.bool()
         grids = vision_selection = vision_kept = None
-        if visual_mask.any():
+        if reused is not None:
+            if video_grid_thw is None:
+                raise ValueError("the prompt has visual tokens but no video_grid_thw was given")
+            grids = self.token_grids(video_grid_thw)  # positions only: the prefix's tokens are not embedded again
+        elif visual_mask.any():
             if video_grid_thw is None:
                 raise ValueError("the prompt has visual tokens but no video_grid_thw was given")
             grids = self.token_grids(video_grid_thw)
@@ -237,7 +261,11 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             answer_mask=self._answer_mask(answer_mask, labels, vision_kept),
             frozen_keep=frozen_keep,
             flipped_keep=flipped_keep,
+            prefix=reused,
+            record_prefix=record,
         )
+        if text.prefix is not None:
+            prefix_cache.store(text.prefix)
         kept = compose_kept(vision_kept, text.kept_positions)
         selection = vision_selection if vision_selection is not None else text.selection
         hidden = text.last_hidden_state
@@ -262,6 +290,20 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             keep_probability=selection.keep_probability if selection is not None else None,
             keep_mask=selection.keep if selection is not None else None,
             token_grids=grids,
+            prefix_reused=reused is not None,
+        )
+
+    def _can_share_prefix(self, input_ids, attention_mask, use_cache, pruner, labels, answer_mask) -> bool:
+        """A prompt prefix is shared by inference prefills of one unpadded prompt whose visual tokens
+        all reach the language model (a vision-stage pruner drops some before it)."""
+        return (
+            use_cache
+            and not self.training
+            and labels is None
+            and answer_mask is None
+            and input_ids.shape[0] == 1
+            and pruner.stage != "vision"
+            and bool(attention_mask.all())
         )
 
     def _answer_mask(self, answer_mask, labels, vision_kept) -> torch.Tensor | None:
@@ -292,6 +334,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         output_logits: bool = False,
         pruner: TokenPruner | None = None,
         pruning_mode: str | None = None,
+        prefix_cache: PrefixCache | None = None,
         **_: object,
     ) -> PhotonGeneration:
         """Decoding on the pruned KV cache.
@@ -299,8 +342,16 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         ``decoding`` defaults to the model's generation config (a checkpoint's
         ``generation_config.json``: the release samples with a repetition penalty; a model without
         sampling settings decodes greedily). ``on_token`` is called with each new (B,) token tensor (streaming); ``should_stop`` is
-        polled between tokens (cancellation). Every call starts from a fresh cache.
-        ``pruner``/``pruning_mode`` as in :meth:`forward`.
+        polled between tokens (cancellation). Every call starts from a fresh KV cache;
+        ``prefix_cache`` (as in :meth:`forward`) lets a follow-up question about the same volume
+        skip the question-independent part of the prefill. ``pruner``/``pruning_mode`` as in
+        :meth:`forward`.
+
+        Each decoding step costs the model's work and nothing that grows with the answer: the
+        KV cache is pre-allocated (no concatenation per token; it doubles when full), the rotary
+        cos/sin are computed for ``DECODE_CHUNK`` steps at a time, the attention mask is one
+        buffer (none at all without padding) and the repetition penalty keeps a running set of
+        seen ids.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -331,45 +382,54 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         prefill = self(
             input_ids, attention_mask, pixel_values=pixel_values if vision_stage else None,
             video_grid_thw=video_grid_thw, visual_embeddings=visual_embeddings, use_cache=True, logits_to_keep=1,
-            pruner=pruner, pruning_mode=pruning_mode,
+            pruner=pruner, pruning_mode=pruning_mode, prefix_cache=prefix_cache,
         )  # fmt: skip
         synchronize()
         timings["prefill"] = time.perf_counter() - started
 
         started = time.perf_counter()
+        language_model = self.model.language_model
         cache, mask = prefill.cache, prefill.attention_mask
         # Once per call: a transformers release that stopped filling the cache fails here, loudly.
-        qwen.check_cache_filled(cache, len(self.model.language_model.layers), mask.shape[1])
-        next_position = next_positions(prefill.position_ids, mask)
+        qwen.check_cache_filled(cache, len(language_model.layers), mask.shape[1])
+        steps = max_new_tokens - 1  # the first token comes from the prefill's logits
+        cached = mask.shape[1]
+        if steps > 0:
+            qwen.preallocate_cache(cache, min(steps, DECODE_CHUNK))
+            step_mask = qwen.decoding_masks(language_model.config, mask, steps, prefill.logits.dtype, cache)
+            first = next_positions(prefill.position_ids, mask).view(1, -1, 1)
         logits = prefill.logits[:, -1]
+        seen = seen_tokens(input_ids, logits.shape[-1]) if decoding.repetition_penalty != 1.0 else None
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         generated: list[torch.Tensor] = []
         step_logits: list[torch.Tensor] = []
         stopped = False
-        for _step in range(max_new_tokens):
+        for step in range(max_new_tokens):
             if output_logits:
                 step_logits.append(logits.float())
-            # The repetition penalty looks at every id so far, the prompt's included (as transformers).
-            sequence = torch.cat([input_ids, *(previous.unsqueeze(1) for previous in generated)], dim=1) if decoding.repetition_penalty != 1.0 else input_ids
-            token = next_token(logits, sequence, decoding, generator)
+            token = next_token(logits, seen, decoding, generator)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             generated.append(token)
+            if seen is not None:
+                seen.scatter_(1, token.unsqueeze(1), True)
             if on_token is not None:
                 on_token(token)
             finished |= torch.isin(token, eos_ids)
-            if bool(finished.all()) or len(generated) == max_new_tokens:
+            if bool(finished.all()) or step == steps:
                 break
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = next_position.view(1, -1, 1).expand(3, -1, 1)
-            text = self.model.language_model(
-                inputs_embeds=self.model.language_model.embed_tokens(token.unsqueeze(1)),
-                attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+            offset = step % DECODE_CHUNK
+            if offset == 0:  # the rotary cos/sin of the next DECODE_CHUNK steps, in one call
+                chunk = torch.arange(step, min(step + DECODE_CHUNK, steps), device=first.device)
+                cos, sin = qwen.rotary_embeddings(language_model, prefill.logits, (first + chunk).expand(3, -1, -1))
+            hidden = language_model.decode_step(
+                language_model.embed_tokens(token.unsqueeze(1)), step_mask(cached),
+                (cos[:, offset : offset + 1], sin[:, offset : offset + 1]), cache,
             )  # fmt: skip
-            logits = self.lm_head(text.last_hidden_state[:, -1])
-            next_position = next_position + 1
+            cached += 1
+            logits = self.lm_head(hidden[:, -1])
         synchronize()
         timings["decode"] = time.perf_counter() - started
         sequences = torch.stack(generated, dim=1) if generated else input_ids.new_zeros((input_ids.shape[0], 0))
@@ -381,4 +441,5 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             timings=timings,
             stopped=stopped,
             logits=torch.stack(step_logits, dim=1) if step_logits else None,
+            prefix_reused=prefill.prefix_reused,
         )

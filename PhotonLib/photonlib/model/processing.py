@@ -126,13 +126,10 @@ class PhotonProcessor:
         histories = histories or [()] * len(questions)
         rows, label_rows, patches, grids = [], [], [], []
         for index, (volume, question) in enumerate(zip(volumes, questions)):
-            if not question or not question.strip():
-                raise ValueError("the question is empty")
             volume_patches, grid = self.volume_patches(volume)
             patches.append(volume_patches)
             grids.append(grid)
-            prompt_ids = self.tokenizer(self.prompt_text(question.strip(), histories[index]), add_special_tokens=False)["input_ids"]
-            expanded = self._expand_video_token(prompt_ids, grid)
+            expanded = self._prompt_ids(grid, question, histories[index])
             labels = [IGNORE_INDEX] * len(expanded)
             if answers is not None:
                 answer_ids = self.tokenizer(answers[index] + IM_END, add_special_tokens=False)["input_ids"]
@@ -153,6 +150,18 @@ class PhotonProcessor:
         if answers is not None:
             batch["labels"] = torch.tensor([[IGNORE_INDEX] * (width - len(row)) + row for row in label_rows])
         return batch
+
+    def prompt_inputs(self, grid: Sequence[int], question: str, history: Sequence[Turn] = ()) -> dict[str, torch.Tensor]:
+        """input_ids and attention_mask (1, L) of one question about a volume already cut into
+        patches with patch grid ``grid`` (t, h, w): the text side of :meth:`__call__`."""
+        ids = self._prompt_ids(tuple(int(v) for v in grid), question, history)
+        return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones((1, len(ids)), dtype=torch.long)}
+
+    def _prompt_ids(self, grid: tuple[int, int, int], question: str, history: Sequence[Turn]) -> list[int]:
+        if not question or not question.strip():
+            raise ValueError("the question is empty")
+        text = self.prompt_text(question.strip(), history)
+        return self._expand_video_token(self.tokenizer(text, add_special_tokens=False)["input_ids"], grid)
 
     def _expand_video_token(self, ids: list[int], grid: tuple[int, int, int]) -> list[int]:
         count = grid[0] * grid[1] * grid[2] // self.spatial_merge_size**2

@@ -30,6 +30,7 @@ from photonlib.model.compaction import (
     scatter_visual,
 )
 from photonlib.model.configuration import PRUNING_MODES
+from photonlib.model.prompt_prefix import PromptPrefix
 from photonlib.model.pruning.its import ThresholdPredictor
 from photonlib.model.pruning.pruners import LanguageStageInputs, TokenPruner, TokenSelection
 from photonlib.model.pruning.sgp import gather_kept_tokens
@@ -45,6 +46,7 @@ class PhotonTextOutput:
     position_ids: torch.Tensor | None = None  # (3, B, M) after pruning
     kept_positions: torch.Tensor | None = None  # (B, M) original index of each slot, -1 = padding
     selection: TokenSelection | None = None
+    prefix: PromptPrefix | None = None  # recorded with record_prefix
 
 
 class PhotonTextModel(qwen.QwenTextModel):
@@ -81,6 +83,8 @@ class PhotonTextModel(qwen.QwenTextModel):
         answer_mask: torch.Tensor | None = None,
         frozen_keep: torch.Tensor | None = None,
         flipped_keep: torch.Tensor | None = None,
+        prefix: PromptPrefix | None = None,
+        record_prefix: torch.Tensor | None = None,
     ) -> PhotonTextOutput:
         """Run the decoder layers; ``pruner`` (language stage) decides after layer ``its_layer``.
 
@@ -89,16 +93,29 @@ class PhotonTextModel(qwen.QwenTextModel):
         Training only, as released: ``frozen_keep`` (B,) samples whose keep probabilities get no
         gradient (perturbed or flipped samples); ``flipped_keep`` (B,) samples whose keep decision
         is inverted (hard mode: they see exactly the visual tokens ITS would drop).
+
+        Follow-up questions (:mod:`photonlib.model.prompt_prefix`, a batch of one with a cache):
+        with ``prefix``, ``inputs_embeds`` holds only the tokens after it (masks and positions
+        stay the whole prompt's) and layers 0..k run on those alone; ``record_prefix`` (the
+        prefix's ids) returns that state of this prompt in ``PhotonTextOutput.prefix``.
         """
         if pruning_mode not in PRUNING_MODES:
             raise ValueError(f"pruning_mode must be one of {PRUNING_MODES}, got {pruning_mode!r}")
         if use_cache and cache is None:
             cache = qwen.new_cache(self.config)
+        if prefix is not None:
+            if cache is None:
+                raise ValueError("a saved prompt prefix needs the KV cache (use_cache=True)")
+            qwen.seed_cache(cache, prefix.layers)
         hidden = inputs_embeds
         mask = qwen.causal_mask(self.config, hidden, attention_mask, cache)
         rotary = qwen.rotary_embeddings(self, hidden, position_ids)
-        scheduling = pruner is not None and visual_mask is not None and hidden.shape[1] > 1 and bool(visual_mask.any())
-        selection = kept = None
+        start = prefix.length if prefix is not None else 0  # rows of the prompt that layers 0..k run on
+        early_rotary = tuple(part[:, start:] for part in rotary) if start else rotary
+        scheduling = (
+            pruner is not None and visual_mask is not None and hidden.shape[1] + start > 1 and bool(visual_mask.any())
+        )
+        selection = kept = recorded = None
         early_mask = mask  # layers 0..k
         if scheduling and pruning_mode == "hard" and answer_mask is not None and bool(answer_mask.any()):
             # ITS decides from the prompt alone (attention is causal: answer tokens cannot change
@@ -110,13 +127,25 @@ class PhotonTextModel(qwen.QwenTextModel):
             early_mask = answer_blind_mask(attention_mask, answer_mask.bool(), dropped, hidden.dtype)
 
         for index, layer in enumerate(self.layers):
-            if scheduling and index == self.its_layer and selection is None:
-                scoring_inputs = self._scoring_inputs(layer, hidden, rotary, instruction_mask, visual_mask)
-            layer_mask = early_mask if index <= self.its_layer else mask
-            hidden = qwen.run_decoder_layer(layer, hidden, layer_mask, rotary, cache, use_cache)
-            if not (scheduling and index == self.its_layer):
+            early = index <= self.its_layer
+            layer_input = hidden
+            hidden = qwen.run_decoder_layer(
+                layer, hidden, early_mask if early else mask, early_rotary if early else rotary, cache, use_cache
+            )
+            if index != self.its_layer:
+                continue
+            if record_prefix is not None:
+                recorded = self._prefix_state(record_prefix, hidden, cache)
+            if prefix is not None:
+                hidden = torch.cat([prefix.hidden, hidden], dim=1)
+                # The later layers run on the whole prompt (their caches are empty): its own mask.
+                mask = qwen.causal_mask(self.config, hidden, attention_mask, cache, layer_idx=index + 1)
+            if not scheduling:
                 continue
             if selection is None:
+                scoring_inputs = self._scoring_inputs(
+                    layer, index, layer_input, early_rotary, cache, instruction_mask, visual_mask, start
+                )
                 selection = pruner.select(scoring_inputs)
                 selection = _adjust_for_training(selection, frozen_keep, flipped_keep if pruning_mode == "hard" else None)
             probability_full = scatter_visual(visual_mask, selection.keep_probability.float())
@@ -146,20 +175,60 @@ class PhotonTextModel(qwen.QwenTextModel):
             position_ids=position_ids,
             kept_positions=kept,
             selection=selection,
+            prefix=recorded,
         )
+
+    def decode_step(
+        self, inputs_embeds: torch.Tensor, attention_mask, position_embeddings: tuple[torch.Tensor, torch.Tensor], cache
+    ) -> torch.Tensor:
+        """One new token per row through every layer on the (pruned) cache: the normed hidden (B, 1, D).
+
+        ``attention_mask`` is what the attention kernels take (None: every cached token is
+        visible); the rotary cos/sin are the new token's. Nothing here depends on the cache's length.
+        """
+        hidden = inputs_embeds
+        for layer in self.layers:
+            hidden = qwen.run_decoder_layer(layer, hidden, attention_mask, position_embeddings, cache, use_cache=True)
+        return self.norm(hidden)
+
+    def _prefix_state(self, prefix_ids: torch.Tensor, hidden: torch.Tensor, cache) -> PromptPrefix:
+        """Layers 0..k's keys and values and layer k's output for the first ``len(prefix_ids)`` tokens."""
+        length = prefix_ids.shape[0]
+        layers = []
+        for index in range(self.its_layer + 1):
+            keys, values = qwen.cached_layer(cache, index)
+            layers.append((keys[:, :, :length].clone(), values[:, :, :length].clone()))
+        return PromptPrefix(input_ids=prefix_ids.clone(), layers=layers, hidden=hidden[:, :length].clone())
 
     @torch.no_grad()
     def _prompt_scoring_inputs(self, hidden, mask, rotary, instruction_mask, visual_mask) -> LanguageStageInputs:
         """Layer k's scoring inputs from a first, gradient-free pass through layers 0..k-1."""
         for layer in self.layers[: self.its_layer]:
             hidden = qwen.run_decoder_layer(layer, hidden, mask, rotary)
-        return self._scoring_inputs(self.layers[self.its_layer], hidden, rotary, instruction_mask, visual_mask)
+        queries, keys = qwen.attention_queries_keys(self.layers[self.its_layer], hidden, rotary)
+        return LanguageStageInputs.from_queries(queries, keys, instruction_mask, visual_mask)
 
     @torch.no_grad()
-    def _scoring_inputs(self, layer, hidden, rotary, instruction_mask, visual_mask) -> LanguageStageInputs:
-        """Layer k's post-RoPE queries and keys, recomputed from its input (cheap: two projections)."""
-        queries, keys = qwen.attention_queries_keys(layer, hidden, rotary)
-        return LanguageStageInputs(queries=queries, keys=keys, instruction_mask=instruction_mask, visual_mask=visual_mask)
+    def _scoring_inputs(
+        self, layer, index, layer_input, rotary, cache, instruction_mask, visual_mask, start
+    ) -> LanguageStageInputs:
+        """Layer k's post-RoPE keys (from its KV cache when there is one) and the instruction's queries.
+
+        ``layer_input`` holds the prompt's rows from ``start`` on (all of them without a prefix);
+        the instruction always lies among them.
+        """
+        if cache is None:
+            queries, keys = qwen.attention_queries_keys(layer, layer_input, rotary)
+            return LanguageStageInputs.from_queries(queries, keys, instruction_mask, visual_mask)
+        rows = instruction_mask[:, start:]
+        queries = qwen.selected_queries(layer, layer_input, rotary, rows)  # (heads, N, d), batch then position
+        counts = rows.sum(dim=1).tolist()
+        return LanguageStageInputs(
+            instruction_queries=list(torch.split(queries, counts, dim=1)),
+            keys=qwen.cached_keys(cache, index, instruction_mask.shape[1]),
+            instruction_mask=instruction_mask,
+            visual_mask=visual_mask,
+        )
 
 
 def _adjust_for_training(

@@ -64,6 +64,20 @@ QwenVisionPatchEmbed = _qwen.Qwen2_5_VisionPatchEmbed
 KVCache = DynamicCache
 
 
+class LinearPatchEmbed(QwenVisionPatchEmbed):
+    """Qwen's patch embedding computed as one matrix product.
+
+    The Conv3d's kernel equals its stride and the patches arrive flattened, so the convolution is
+    a matmul with the same weights (the same result up to summation order; on a CPU about 3x
+    faster than the convolution kernel). Parameter names and shapes stay Qwen's.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        weight = self.proj.weight
+        flat = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
+        return nn.functional.linear(flat, weight.flatten(1), self.proj.bias)
+
+
 class IncompatibleTransformersError(ImportError):
     """The installed transformers lacks, or changed, internals Photon relies on."""
 
@@ -138,6 +152,27 @@ def _attention_projections() -> str | None:
     return f"no longer sets {', '.join(missing)}" if missing else None
 
 
+def _rotary_before_cache() -> str | None:
+    # ITS reads layer k's post-RoPE keys from the KV cache instead of recomputing them.
+    source = inspect.getsource(_qwen.Qwen2_5_VLAttention.forward)
+    rotary, update = source.find("apply_rotary_pos_emb("), source.find(".update(")
+    if rotary < 0 or update < 0:
+        return "no longer applies apply_rotary_pos_emb and then updates the cache"
+    return None if rotary < update else "updates the cache before applying RoPE (cached keys are not post-RoPE)"
+
+
+def _cache_update_delegates() -> str | None:
+    # The pre-allocated decoding cache replaces the per-layer objects that Cache.update calls.
+    source = inspect.getsource(DynamicCache.update)
+    return None if "self.layers[layer_idx].update(" in source else "Cache.update no longer calls self.layers[layer_idx].update"
+
+
+def _patch_embed_projection() -> str | None:
+    source = inspect.getsource(_qwen.Qwen2_5_VisionPatchEmbed.__init__)
+    missing = [name for name in ("proj", "in_channels", "embed_dim") if f"self.{name}" not in source]
+    return f"no longer sets {', '.join(missing)}" if missing else None
+
+
 def _vision_attention_layout() -> str | None:
     source = inspect.getsource(_VISION_ATTENTION.__init__)
     missing = [name for name in ("qkv", "num_heads", "scaling") if f"self.{name}" not in source]
@@ -191,6 +226,8 @@ def build_contract() -> tuple[Requirement, ...]:
             _one_of(lambda: _qwen.Qwen2_5_VLDecoderLayer.forward, *_CACHE_NAMES),
         ),
         Requirement("Qwen2_5_VLAttention projections", _attention_projections),
+        Requirement("Qwen2_5_VLAttention caches post-RoPE keys", _rotary_before_cache),
+        Requirement("Cache.update delegates to its layers", _cache_update_delegates),
         Requirement(
             "PreTrainedModel construction",
             _has_attributes(lambda: QwenPreTrainedModel, "_from_config", "post_init", "_init_weights"),
@@ -253,6 +290,7 @@ def build_contract() -> tuple[Requirement, ...]:
                 "embed_dim",
             ),
         ),
+        Requirement("Qwen2_5_VisionPatchEmbed.proj", _patch_embed_projection),
         Requirement("transformers.initialization", _init_functions),
     )
 
@@ -342,12 +380,12 @@ class CacheNotFilledError(RuntimeError):
 
 
 def check_cache_filled(cache: DynamicCache, num_layers: int, length: int) -> None:
-    """After a prefill of ``length`` tokens (after pruning), every layer holds exactly that many."""
+    """After a prefill of ``length`` tokens (after pruning), layers ``0..num_layers-1`` hold exactly that many."""
     lengths = [cache_length(cache, layer) for layer in range(num_layers)]
     wrong = [layer for layer, found in enumerate(lengths) if found != length]
     if wrong:
         raise CacheNotFilledError(
-            f"after prefill the KV cache of decoder layer(s) {wrong} holds {[lengths[i] for i in wrong]} tokens, "
+            f"in the prefill the KV cache of decoder layer(s) {wrong} holds {[lengths[i] for i in wrong]} tokens, "
             f"expected {length}: transformers {TRANSFORMERS_VERSION}'s decoder layer did not take the cache "
             f"through the {_LAYER_CACHE_KEYWORD!r} keyword (supported: transformers{SUPPORTED_RANGE})"
         )
@@ -405,18 +443,129 @@ def run_decoder_layer(
 def attention_queries_keys(
     layer, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A decoder layer's post-RoPE queries and keys (B, heads, L, head_dim) from its input ``hidden``.
-
-    Keys are repeated to the query heads (grouped-query attention).
-    """
+    """A decoder layer's post-RoPE queries (B, heads, L, head_dim) and keys (B, kv_heads, L,
+    head_dim) from its input ``hidden``, recomputed (where no KV cache holds the keys)."""
     attention = layer.self_attn
     batch, length, _ = hidden.shape
     normed = layer.input_layernorm(hidden)
     queries = attention.q_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
     keys = attention.k_proj(normed).view(batch, length, -1, attention.head_dim).transpose(1, 2)
     cos, sin = position_embeddings
-    queries, keys = _qwen.apply_rotary_pos_emb(queries, keys, cos, sin)
-    return queries, _qwen.repeat_kv(keys, attention.num_key_value_groups)
+    return _qwen.apply_rotary_pos_emb(queries, keys, cos, sin)
+
+
+def selected_queries(
+    layer, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor
+) -> torch.Tensor:
+    """A decoder layer's post-RoPE queries (heads, N, head_dim) of only the ``rows`` (B, L) bool
+    tokens of its input ``hidden`` (N = ``rows.sum()``, in batch-then-position order).
+
+    ITS needs the queries of the instruction tokens alone: a few dozen rows, not the whole prompt.
+    """
+    attention = layer.self_attn
+    normed = layer.input_layernorm(hidden[rows])  # (N, D)
+    queries = attention.q_proj(normed).view(1, normed.shape[0], -1, attention.head_dim).transpose(1, 2)
+    cos, sin = (part[rows].unsqueeze(0) for part in position_embeddings)
+    queries, _ = _qwen.apply_rotary_pos_emb(queries, queries, cos, sin)
+    return queries[0]
+
+
+def key_groups(layer) -> int:
+    """Query heads per key/value head (grouped-query attention)."""
+    return int(layer.self_attn.num_key_value_groups)
+
+
+def cached_keys(cache: DynamicCache, layer: int, length: int) -> torch.Tensor:
+    """The post-RoPE keys (B, kv_heads, L, head_dim) decoder layer ``layer`` has cached.
+
+    Layers ``0..layer`` must hold ``length`` tokens each (else :class:`CacheNotFilledError`).
+    """
+    check_cache_filled(cache, layer + 1, length)
+    return cache.layers[layer].keys
+
+
+def cached_layer(cache: DynamicCache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values (B, kv_heads, L, head_dim) of one decoder layer's cache."""
+    return cache.layers[layer].keys, cache.layers[layer].values
+
+
+def seed_cache(cache: DynamicCache, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Start layers ``0..len(layers)-1`` of an empty cache with the given keys and values.
+
+    The tensors are not written to afterwards (appending concatenates into new tensors), so a
+    saved prompt prefix can seed any number of caches.
+    """
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+
+
+class _PreallocatedLayer(_DYNAMIC_LAYER):
+    """A cache layer whose keys and values live in buffers with room for more tokens.
+
+    ``DynamicLayer`` concatenates at every token, copying the whole cache of every layer per
+    decoded token; here a new token is written in place and the layer exposes a view. A full
+    buffer doubles (one copy), so any answer length stays correct at amortised constant cost.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        super().__init__()
+        self.length = 0
+        self._key_buffer = self._value_buffer = None
+        self._allocate(keys, values, keys.shape[-2] + room)
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+
+    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+        batch, heads, length, _ = keys.shape
+        key_buffer = keys.new_empty((batch, heads, capacity, keys.shape[-1]))
+        value_buffer = values.new_empty((batch, heads, capacity, values.shape[-1]))
+        key_buffer[:, :, :length].copy_(keys)
+        value_buffer[:, :, :length].copy_(values)
+        self._key_buffer, self._value_buffer, self.length = key_buffer, value_buffer, length
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self._key_buffer[:, :, : self.length]
+        self.values = self._value_buffer[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self._key_buffer.shape[-2]:
+            self._allocate(self.keys, self.values, max(end, 2 * self._key_buffer.shape[-2]))
+        self._key_buffer[:, :, self.length : end].copy_(key_states)
+        self._value_buffer[:, :, self.length : end].copy_(value_states)
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+
+def preallocate_cache(cache: DynamicCache, room: int) -> None:
+    """Give every layer of a filled cache room for ``room`` more tokens (one copy, before decoding)."""
+    for index, cached in enumerate(cache.layers):
+        if cached.keys is not None:
+            cache.layers[index] = _PreallocatedLayer(cached.keys, cached.values, room)
+
+
+def decoding_masks(
+    config, attention_mask: torch.Tensor, room: int, dtype: torch.dtype, cache: DynamicCache
+) -> Callable[[int], object]:
+    """The attention mask of each decoding step, as a function of the tokens already cached.
+
+    ``attention_mask`` (B, M) is the prefill's (0 on padding slots). A decoded token sees every
+    cached token of its row, so without padding no mask is needed at all (None: SDPA, eager and
+    flash attention then attend to every key). With padding, SDPA and eager take an additive
+    (B, 1, 1, length) mask: one buffer, sliced per step. Other kernels get transformers' mask.
+    """
+    if bool(attention_mask.all()):
+        return lambda _cached: None
+    batch = attention_mask.shape[0]
+    grown = torch.cat([attention_mask, attention_mask.new_ones((batch, room))], dim=1)
+    if attention_implementation(config) in ("sdpa", "eager"):
+        blocked = torch.zeros(grown.shape, dtype=dtype, device=grown.device)
+        blocked = blocked.masked_fill(grown == 0, torch.finfo(dtype).min)[:, None, None, :]
+        return lambda cached: blocked[..., : cached + 1]
+    probe = torch.zeros((batch, 1, 1), dtype=dtype, device=grown.device)
+    return lambda cached: causal_mask(config, probe, grown[:, : cached + 1], cache)
 
 
 def attention_implementation(config) -> str:

@@ -236,6 +236,7 @@ class JobWorker:
                 case, job.question, job.history, max_new_tokens=job.max_new_tokens,
                 on_text=on_text, should_stop=lambda: job.cancel_requested.is_set() or timed_out(),
             )  # fmt: skip
+            self.store.rebalance()  # the case now holds the prompt prefix too
         except torch.cuda.OutOfMemoryError:
             self._release_device_memory()
             logger.error("job %s: out of device memory", job.job_id)
@@ -269,6 +270,7 @@ class JobWorker:
             "stopped": answer.stopped,
             "cache_hit": cache_hit,
             "vision_skipped": vision_skipped,
+            "prefix_reused": answer.prefix_reused,
             "timings": {name: round(seconds, 6) for name, seconds in timings.items()},
             "model": self.model,
         }

@@ -142,6 +142,9 @@ class AnswerResult(BaseModel):
     stopped: bool = Field(description="generation was stopped (cancel or timeout) before the answer ended")
     cache_hit: bool = Field(description="the prepared volume came from the cache")
     vision_skipped: bool = Field(description="the vision tower did not run for this question")
+    prefix_reused: bool = Field(
+        False, description="a follow-up: the question-independent prompt prefix through the ITS layer was reused"
+    )
     timings: Timings
     model: ModelRef
     heatmap_url: str

@@ -5,7 +5,7 @@ attend to it (METHOD.md section 3):
 
 * instruction tokens T are the text between ``<|vision_end|>`` and the next ``<|im_end|>``;
 * with layer k's queries q and keys k after RoPE (fp32, no gradient, averaged over heads, scale
-  1/sqrt(d)): ``logits_tt = q_T k_T^T`` with the diagonal zeroed; ``c_t = sum_t' max(logit, 0)``;
+  1/sqrt(d); the keys are read from layer k's KV cache, the queries computed for T only): ``logits_tt = q_T k_T^T`` with the diagonal zeroed; ``c_t = sum_t' max(logit, 0)``;
   ``w = c / max(sum c, 1)`` (the released code clamps the denominator at 1);
 * visual score ``u_j = sum_t w_t q_t . k_j``; ``s`` = per-sample min-max of ``u``;
 * threshold ``theta = 0.9 * sigmoid(MLP(z))`` from 12 statistics ``z`` of ``s`` and ``u``;
@@ -26,34 +26,37 @@ STATISTICS = 12  # see threshold_features
 
 
 def instruction_weighted_scores(
-    queries: torch.Tensor, keys: torch.Tensor, instruction_mask: torch.Tensor, visual_mask: torch.Tensor
+    instruction_queries: list[torch.Tensor], keys: torch.Tensor, instruction_mask: torch.Tensor, visual_mask: torch.Tensor
 ) -> torch.Tensor:
     """Raw visual scores ``u`` (B, V) from one layer's post-RoPE queries and keys.
 
     Args:
-        queries: (B, heads, L, d).
-        keys: (B, heads, L, d), already repeated to the query heads (GQA).
+        instruction_queries: per sample (heads, T, d), the queries of its T instruction tokens.
+        keys: (B, kv_heads, L, d); each key head serves ``heads / kv_heads`` query heads (GQA).
         instruction_mask: (B, L) True on instruction tokens.
         visual_mask: (B, L) True on visual tokens; every sample has the same count V.
     """
-    batch, heads, _, dim = queries.shape
+    batch, kv_heads, length, dim = keys.shape
     counts = visual_mask.sum(dim=1)
     if not torch.all(counts == counts[0]):
         raise ValueError(f"every sample must have the same number of visual tokens, got {counts.tolist()}")
     visual_count = int(counts[0])
     scale = 1.0 / math.sqrt(dim)
-    scores = queries.new_zeros((batch, visual_count), dtype=torch.float32)
+    scores = keys.new_zeros((batch, visual_count), dtype=torch.float32)
     for sample in range(batch):  # instruction lengths differ per sample; B is small
-        q_text = queries[sample][:, instruction_mask[sample]].float()  # (heads, T, d)
-        k_text = keys[sample][:, instruction_mask[sample]].float()
-        k_visual = keys[sample][:, visual_mask[sample]].float()  # (heads, V, d)
-        if q_text.shape[1] == 0:
+        q_text = instruction_queries[sample].float()  # (heads, T, d)
+        heads, text = q_text.shape[0], q_text.shape[1]
+        if text == 0:
             continue  # no instruction: every visual token scores 0 (then kept or dropped alike)
-        logits_tt = (q_text @ k_text.transpose(1, 2)) * scale  # (heads, T, T)
+        # One product against every key of the sample, grouped by key head (no repeated keys),
+        # then the instruction and visual columns.
+        grouped = q_text.view(kv_heads, heads // kv_heads, text, dim)
+        logits = (grouped @ keys[sample].float().transpose(1, 2).unsqueeze(1)).view(heads, text, length) * scale
+        logits_tt = logits[:, :, instruction_mask[sample]]  # (heads, T, T)
         logits_tt.diagonal(dim1=-2, dim2=-1).zero_()
         centrality = logits_tt.clamp_min(0).sum(dim=-1).mean(dim=0)  # (T,)
         weights = centrality / centrality.sum().clamp_min(1.0)
-        logits_tv = (q_text @ k_visual.transpose(1, 2)) * scale  # (heads, T, V)
+        logits_tv = logits[:, :, visual_mask[sample]]  # (heads, T, V)
         scores[sample] = (logits_tv * weights[None, :, None]).sum(dim=1).mean(dim=0)
     return scores
 

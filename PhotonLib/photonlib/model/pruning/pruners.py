@@ -28,10 +28,18 @@ Stage = Literal["language", "vision"]
 class LanguageStageInputs:
     """What a language-stage pruner may look at (all batch-first)."""
 
-    queries: torch.Tensor  # (B, heads, L, d) of layer k, after RoPE
-    keys: torch.Tensor  # (B, heads, L, d) of layer k, after RoPE, repeated to query heads
+    instruction_queries: list[torch.Tensor]  # per sample (heads, T, d): layer k's post-RoPE queries of its instruction
+    keys: torch.Tensor  # (B, kv_heads, L, d) of layer k, after RoPE (grouped-query: not repeated)
     instruction_mask: torch.Tensor  # (B, L)
     visual_mask: torch.Tensor  # (B, L)
+
+    @classmethod
+    def from_queries(
+        cls, queries: torch.Tensor, keys: torch.Tensor, instruction_mask: torch.Tensor, visual_mask: torch.Tensor
+    ) -> LanguageStageInputs:
+        """From every token's queries (B, heads, L, d): the instruction rows are taken out."""
+        rows = [queries[sample][:, instruction_mask[sample]] for sample in range(queries.shape[0])]
+        return cls(instruction_queries=rows, keys=keys, instruction_mask=instruction_mask, visual_mask=visual_mask)
 
 
 @dataclass
@@ -85,8 +93,10 @@ class InstructionTokenScheduler:
 
     def select(self, inputs: LanguageStageInputs) -> TokenSelection:
         with torch.no_grad():
-            raw = instruction_weighted_scores(inputs.queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask)
-        rounding = inputs.queries.dtype if self.score_precision == "model" else torch.float32
+            raw = instruction_weighted_scores(
+                inputs.instruction_queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask
+            )
+        rounding = inputs.keys.dtype if self.score_precision == "model" else torch.float32
         # As released: the fp32 scores are cast back to the model's dtype (bf16) before the
         # threshold and the comparison; tokens close to the threshold can flip against fp32.
         raw = raw.to(rounding).float()
