@@ -14,12 +14,19 @@ Slicer module and light scripts can use it::
 
 Every failure is a :class:`PhotonClientError` subclass whose message says what to do. Only
 voxels, geometry and an optional modality are ever sent: no DICOM tags, no names.
+
+A server whose queue is full answers 503 with ``Retry-After``; ``PhotonClient(busy_wait_s=120)``
+waits for it (trying again when the server says, up to that many seconds in all) instead of
+raising :class:`ServerBusyError` at once; ``on_busy`` reports each wait, ``cancel_event`` stops it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +48,15 @@ from photonlib.wire import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+#: The 503 codes after which ``photon serve`` has kept nothing of the request, so sending it again
+#: is safe even for a POST: ``busy`` refuses an upload before reading its body (two are already
+#: being received) and ``queue_full`` a question before it becomes a job (serving/app.py). Not
+#: ``worker_stopped``: that server answers no question again, so waiting would only delay the error.
+BUSY_CODES = ("busy", "queue_full")
+#: The shortest wait before trying again, whatever ``Retry-After`` says (``0`` must not spin).
+MIN_BUSY_RETRY_S = 0.2
+#: Each wait is ``Retry-After`` times a random 1 to 1 + this: clients refused together come back spread out.
+BUSY_RETRY_JITTER = 0.25
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -73,11 +89,26 @@ class VolumeTooLargeError(PhotonClientError):
 
 
 class ServerBusyError(PhotonClientError):
-    """The server's queue is full (HTTP 503); retry after ``retry_after`` seconds."""
+    """The server's queue is full (HTTP 503); retry after ``retry_after`` seconds.
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 503, code: str | None = None):
+    ``waited_s``: how long the client already waited for the server (``busy_wait_s``), 0 if not at all.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = 503,
+        code: str | None = None,
+        waited_s: float = 0.0,
+    ):
         super().__init__(message, status=status, code=code)
-        self.retry_after = retry_after
+        self.retry_after, self.waited_s = retry_after, waited_s
+
+
+class RequestCancelledError(PhotonClientError):
+    """``cancel_event`` was set while the client waited for a busy server: the request was not accepted."""
 
 
 class BadVolumeError(PhotonClientError):
@@ -177,6 +208,18 @@ class AskResult:
         return self.client.heatmap_nrrd(self.job_id, interpolation)
 
 
+@dataclass(frozen=True)
+class BusyWait:
+    """The server was busy (HTTP 503 with ``Retry-After``): the client waits ``delay_s``, then sends again."""
+
+    code: str | None  # busy (uploads) or queue_full (questions)
+    message: str  # the server's refusal
+    delay_s: float  # this wait
+    waited_s: float  # since the server first refused this request
+    limit_s: float  # ``busy_wait_s``: the most the client waits in all
+    attempt: int  # 1 for the first wait
+
+
 class _RawVolumeBody:
     """The raw volume as an iterable with a length: sent with Content-Length, never copied whole."""
 
@@ -200,6 +243,9 @@ class PhotonClient:
         token: the server's token (default: the ``PHOTON_TOKEN`` environment variable, if set).
         timeout: seconds to wait for any answer of the server (uploads: ``upload_timeout``).
         connect_timeout: seconds to wait for the connection itself.
+        busy_wait_s: seconds in all the client may wait for a busy server (HTTP 503 ``busy`` or
+            ``queue_full``, with ``Retry-After``), sending the upload or question again after each
+            ``Retry-After``; then :class:`ServerBusyError` says how long it waited. 0: raise at once.
     """
 
     def __init__(
@@ -210,13 +256,20 @@ class PhotonClient:
         timeout: float = 30.0,
         upload_timeout: float = 600.0,
         connect_timeout: float = 5.0,
+        # Off by default: a library call should not block for minutes unasked, and callers that
+        # schedule their own work (scripts, load tests) must see every refusal. Interactive front
+        # ends turn it on: the Slicer module and `photon ask --server` wait 120 s.
+        busy_wait_s: float = 0.0,
         session: requests.Session | None = None,
     ):
+        if not (busy_wait_s >= 0 and math.isfinite(busy_wait_s)):
+            raise ValueError(f"busy_wait_s must be 0 (do not wait) or a number of seconds, got {busy_wait_s!r}")
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("PHOTON_TOKEN") or None
         self.timeout = timeout
         self.upload_timeout = upload_timeout
         self.connect_timeout = connect_timeout
+        self.busy_wait_s = float(busy_wait_s)
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"photonlib-client/{__version__} (api {API_VERSION})"
         self._info: dict[str, Any] | None = None
@@ -245,11 +298,20 @@ class PhotonClient:
         return self.info()
 
     # ------------------------------------------------------------------ volumes
-    def upload_array(self, array_kji: np.ndarray, geometry: VolumeGeometry, *, modality: str | None = None) -> UploadedVolume:
+    def upload_array(
+        self,
+        array_kji: np.ndarray,
+        geometry: VolumeGeometry,
+        *,
+        modality: str | None = None,
+        on_busy: Callable[[BusyWait], None] | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> UploadedVolume:
         """Send voxels (KJI order, as Slicer's ``arrayFromVolume``) and geometry, unless the server has them.
 
         Use ``VolumeGeometry.from_ijk_to_ras(ijk_to_ras, size)`` for a Slicer volume. Boolean
-        arrays are sent as uint8; other types must be one the raw format carries.
+        arrays are sent as uint8; other types must be one the raw format carries. ``on_busy``
+        and ``cancel_event``: see :meth:`submit`.
         """
         array = np.asarray(array_kji)
         if array.dtype == np.bool_:
@@ -260,26 +322,41 @@ class PhotonClient:
         known = self._existing_volume(volume_id)
         if known is not None:
             return known
-        body = _RawVolumeBody(array, geometry, modality)
+        body = _RawVolumeBody(array, geometry, modality)  # encoded afresh each time it is sent
         self._check_upload_size(len(body))
-        response = self._request(
-            "POST", "/v1/volumes", data=body, headers={"Content-Type": RAW_VOLUME_CONTENT_TYPE},
-            accept=(200, 201), timeout=self.upload_timeout, upload=True,
+        response = self._while_busy(
+            lambda: self._request(
+                "POST", "/v1/volumes", data=body, headers={"Content-Type": RAW_VOLUME_CONTENT_TYPE},
+                accept=(200, 201), timeout=self.upload_timeout, upload=True,
+            ),
+            on_busy, cancel_event,
         )  # fmt: skip
         return self._uploaded(response.json(), sent=True)
 
-    def upload_file(self, path: str | Path) -> UploadedVolume:
-        """Send a NRRD (attached data) or NIfTI file as is; the server reads its geometry."""
+    def upload_file(
+        self,
+        path: str | Path,
+        *,
+        on_busy: Callable[[BusyWait], None] | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> UploadedVolume:
+        """Send a NRRD (attached data) or NIfTI file as is; the server reads its geometry.
+
+        ``on_busy`` and ``cancel_event``: see :meth:`submit`.
+        """
         path = Path(path)
         if not path.is_file():
             raise BadVolumeError(f"{path}: not a file; upload_file takes a .nrrd, .nii or .nii.gz file")
         self._check_upload_size(path.stat().st_size)
-        with open(path, "rb") as handle:
-            response = self._request(
-                "POST", "/v1/volumes", data=handle, headers={"Content-Type": "application/octet-stream"},
-                accept=(200, 201), timeout=self.upload_timeout, upload=True,
-            )  # fmt: skip
-        return self._uploaded(response.json(), sent=True)
+
+        def send() -> requests.Response:
+            with open(path, "rb") as handle:  # opened afresh for each try: a refused one may have read some
+                return self._request(
+                    "POST", "/v1/volumes", data=handle, headers={"Content-Type": "application/octet-stream"},
+                    accept=(200, 201), timeout=self.upload_timeout, upload=True,
+                )  # fmt: skip
+
+        return self._uploaded(self._while_busy(send, on_busy, cancel_event).json(), sent=True)
 
     def volume(self, volume_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/volumes/{volume_id}").json()
@@ -295,13 +372,23 @@ class PhotonClient:
         history: Sequence[tuple[str, str] | dict[str, str]] | None = None,
         *,
         max_new_tokens: int | None = None,
+        on_busy: Callable[[BusyWait], None] | None = None,
+        cancel_event: threading.Event | None = None,
     ) -> JobProgress:
-        """Queue a question and return at once (poll :meth:`job`, or :meth:`wait`)."""
+        """Queue a question and return at once (poll :meth:`job`, or :meth:`wait`).
+
+        A full queue raises :class:`ServerBusyError`, or, with ``busy_wait_s``, is waited for:
+        ``on_busy`` is called before each wait, and setting ``cancel_event`` (from any thread)
+        ends the wait at once with :class:`RequestCancelledError`.
+        """
         turns = [turn if isinstance(turn, dict) else {"question": turn[0], "answer": turn[1]} for turn in history or ()]
         payload: dict[str, Any] = {"question": question, "history": turns}
         if max_new_tokens is not None:
             payload["max_new_tokens"] = int(max_new_tokens)
-        response = self._request("POST", f"/v1/volumes/{volume_id}/questions", json=payload, accept=(202,))
+        response = self._while_busy(
+            lambda: self._request("POST", f"/v1/volumes/{volume_id}/questions", json=payload, accept=(202,)),
+            on_busy, cancel_event,
+        )  # fmt: skip
         return JobProgress.from_json(response.json())
 
     def job(self, job_id: str) -> JobProgress:
@@ -318,8 +405,11 @@ class PhotonClient:
         on_progress: Callable[[JobProgress], None] | None = None,
         poll_interval: float = 0.25,
         timeout: float | None = None,
+        cancel_event: threading.Event | None = None,
     ) -> AskResult:
         """Poll until the job ends; a cancelled job returns its partial answer (``stopped``).
+
+        Setting ``cancel_event`` (from any thread) cancels the job, as :meth:`cancel` does.
 
         Raises :class:`JobFailedError` (or a subclass of :class:`PhotonClientError`) when the job
         ended in error, and :class:`RequestTimeoutError` after ``timeout`` seconds, or once the job
@@ -330,6 +420,7 @@ class PhotonClient:
         last_version: tuple | None = None
         running_since: float | None = None
         stuck_after: float | None = None
+        cancel_sent = False
         while True:
             try:
                 progress = self.job(job_id)
@@ -344,6 +435,10 @@ class PhotonClient:
             last_version = state
             if progress.finished:
                 return self._result(progress)
+            if cancel_event is not None and cancel_event.is_set() and not cancel_sent:
+                cancel_sent = True
+                with contextlib.suppress(PhotonClientError):  # the next poll reports a server gone away
+                    self.cancel(job_id)
             if progress.status == "running" and running_since is None:
                 running_since, stuck_after = time.monotonic(), self._stuck_after()
             if stuck_after is not None and time.monotonic() - running_since > stuck_after:
@@ -357,7 +452,10 @@ class PhotonClient:
                 with contextlib.suppress(PhotonClientError):
                     self.cancel(job_id)
                 raise RequestTimeoutError(f"no answer within {timeout:g} s; job {job_id} was cancelled")
-            time.sleep(poll_interval)
+            if cancel_event is not None and not cancel_sent:
+                cancel_event.wait(poll_interval)
+            else:
+                time.sleep(poll_interval)
 
     def ask(
         self,
@@ -369,12 +467,20 @@ class PhotonClient:
         on_progress: Callable[[JobProgress], None] | None = None,
         poll_interval: float = 0.25,
         timeout: float | None = None,
+        on_busy: Callable[[BusyWait], None] | None = None,
+        cancel_event: threading.Event | None = None,
     ) -> AskResult:
-        """Ask a question about an uploaded volume and wait for the answer (:meth:`submit` + :meth:`wait`)."""
-        job = self.submit(volume_id, question, history, max_new_tokens=max_new_tokens)
+        """Ask a question about an uploaded volume and wait for the answer (:meth:`submit` + :meth:`wait`).
+
+        ``cancel_event`` stops a wait for a busy server (:class:`RequestCancelledError`) or cancels the job.
+        """
+        job = self.submit(volume_id, question, history, max_new_tokens=max_new_tokens, on_busy=on_busy,
+                          cancel_event=cancel_event)  # fmt: skip
         if on_progress is not None:
             on_progress(job)
-        return self.wait(job.job_id, on_progress=on_progress, poll_interval=poll_interval, timeout=timeout)
+        return self.wait(
+            job.job_id, on_progress=on_progress, poll_interval=poll_interval, timeout=timeout, cancel_event=cancel_event
+        )
 
     def heatmap_nrrd(self, job_id: str, interpolation: str = "nearest") -> bytes:
         return self._request("GET", f"/v1/jobs/{job_id}/heatmap", params={"interpolation": interpolation}).content
@@ -430,6 +536,46 @@ class PhotonClient:
                 f"{limit / 2**20:,.1f} MiB (photon serve --max-upload-mb)",
                 status=413, code="upload_too_large",
             )  # fmt: skip
+
+    def _while_busy(
+        self,
+        send: Callable[[], requests.Response],
+        on_busy: Callable[[BusyWait], None] | None,
+        cancel_event: threading.Event | None,
+    ) -> requests.Response:
+        """``send()``, sent again after each busy refusal (:data:`BUSY_CODES`) for at most ``busy_wait_s``."""
+        first_refused: float | None = None
+        attempt = 0
+        while True:
+            try:
+                return send()
+            except ServerBusyError as busy:
+                if self.busy_wait_s <= 0 or busy.code not in BUSY_CODES or busy.retry_after is None:
+                    raise
+                now = time.monotonic()
+                first_refused = now if first_refused is None else first_refused
+                waited = now - first_refused
+                remaining = self.busy_wait_s - waited
+                if remaining <= 0:
+                    longer_queue = ", or start photon serve with a longer --queue" if busy.code == "queue_full" else ""
+                    raise ServerBusyError(
+                        f"{busy}; waited {waited:.1f} s for the server to accept it (busy_wait_s={self.busy_wait_s:g}): "
+                        f"try again later{longer_queue}",
+                        retry_after=busy.retry_after, code=busy.code, waited_s=waited,
+                    ) from None  # fmt: skip
+                jitter = random.uniform(1.0, 1.0 + BUSY_RETRY_JITTER)
+                delay = min(max(busy.retry_after, MIN_BUSY_RETRY_S) * jitter, remaining)
+                attempt += 1
+                if on_busy is not None:
+                    on_busy(BusyWait(busy.code, str(busy), delay, waited, self.busy_wait_s, attempt))
+                if cancel_event is None:
+                    time.sleep(delay)
+                elif cancel_event.wait(delay):
+                    raise RequestCancelledError(
+                        f"cancelled after waiting {time.monotonic() - first_refused:.1f} s for the busy server at "
+                        f"{self.url}; it did not accept the request, so nothing was created there",
+                        code="cancelled",
+                    ) from None
 
     def _request(
         self,

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .settings import DEFAULT_BUSY_WAIT_S
+
 #: In a Slicer build tree, the file beside this package that names the source tree's PhotonLib
 #: (written by PhotonSlicer/CMakeLists.txt at configure time; never installed).
 BUILD_TREE_POINTER = "PhotonLibLocation.txt"
@@ -99,6 +101,11 @@ def explain(error: BaseException, url: str = "") -> BackendError:
         message = "The backend refused the token. Copy the token the backend printed at start-up into the Token box."
     elif isinstance(error, photon_client.VolumeTooLargeError):
         message = "This volume is too large for the backend. Crop or resample it (Crop Volume module) and ask again."
+    elif isinstance(error, photon_client.ServerBusyError) and getattr(error, "waited_s", 0):
+        message = (
+            f"The backend stayed busy with other questions for {error.waited_s:.0f} s. Try again later, or let "
+            "questions wait longer for a busy backend (Edit > Application Settings > Photon)."
+        )
     elif isinstance(error, photon_client.ServerBusyError):
         wait = f" (about {error.retry_after:g} s)" if getattr(error, "retry_after", None) else ""
         message = f"The backend is busy with other questions. Try again in a moment{wait}."
@@ -130,6 +137,7 @@ class BackendAnswer:
 
 
 ProgressCallback = Callable[[str, int], None]  # (partial answer, tokens generated)
+BusyCallback = Callable[[float, float], None]  # (seconds waited for a busy backend so far, the most it waits)
 
 
 class Backend(Protocol):
@@ -149,8 +157,12 @@ class Backend(Protocol):
         max_new_tokens: int | None = None,
         on_progress: ProgressCallback | None = None,
         cancel_event: threading.Event | None = None,
+        on_busy: BusyCallback | None = None,
     ) -> BackendAnswer:
-        """Blocks until answered; raises :class:`AskCancelled` if ``cancel_event`` is set before any answer."""
+        """Blocks until answered; raises :class:`AskCancelled` if ``cancel_event`` is set before any answer.
+
+        ``on_busy`` is called whenever the question waits for a backend busy with other questions.
+        """
         ...
 
     def cancel(self) -> None: ...
@@ -160,14 +172,23 @@ class ClientBackend:
     """A :class:`Backend` over HTTP with :class:`photonlib.client.PhotonClient`.
 
     ``ask`` blocks (run it off the main thread); ``cancel`` may be called from another thread.
-    The token lives in memory only.
+    The token lives in memory only. ``busy_wait_s``: how long a question waits for a backend busy
+    with other questions (its queue full) before it fails; 0: it fails at once.
     """
 
     def __init__(
-        self, url: str = DEFAULT_URL, token: str | None = None, *, poll_interval: float = 0.2, **client_options
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        poll_interval: float = 0.2,
+        busy_wait_s: float = DEFAULT_BUSY_WAIT_S,
+        **client_options,
     ):
         self.url = url.rstrip("/")
-        self.client = photon_client.PhotonClient(self.url, token=token or None, **client_options)
+        self.client = photon_client.PhotonClient(
+            self.url, token=token or None, busy_wait_s=busy_wait_s, **client_options
+        )
         self.poll_interval = poll_interval
         self._lock = threading.Lock()
         self._job_id: str | None = None
@@ -175,6 +196,14 @@ class ClientBackend:
 
     def __repr__(self) -> str:
         return f"ClientBackend({self.url!r})"
+
+    @property
+    def busy_wait_s(self) -> float:
+        return self.client.busy_wait_s
+
+    @busy_wait_s.setter
+    def busy_wait_s(self, seconds: float) -> None:
+        self.client.busy_wait_s = max(float(seconds), 0.0)
 
     def check(self) -> dict[str, Any]:
         """Reachable, same API version, token accepted; returns the server's info (model, limits)."""
@@ -190,25 +219,49 @@ class ClientBackend:
             raise explain(error, self.url) from error
 
     def ask(
-        self, array_kji, geometry, question, *, modality=None, max_new_tokens=None, on_progress=None, cancel_event=None
+        self,
+        array_kji,
+        geometry,
+        question,
+        *,
+        modality=None,
+        max_new_tokens=None,
+        on_progress=None,
+        cancel_event=None,
+        on_busy=None,
     ) -> BackendAnswer:
         """Upload, ask, wait, fetch the heatmap. Blocks: run it off the main thread.
 
         ``cancel_event`` belongs to this one question: setting it at any time, even before this
-        call starts or between upload and submit, stops the question (``cancel()`` sets it too).
+        call starts, between upload and submit or while waiting for a busy backend, stops the
+        question (``cancel()`` sets it too). ``on_busy(waited_s, limit_s)`` before each wait for a
+        busy backend; ``on_progress`` once the question is accepted, and as the answer grows.
         """
         if not question or not question.strip():
             raise BackendError("Type a question first.")
         cancelled = cancel_event if cancel_event is not None else threading.Event()
         with self._lock:
             self._cancel_event, self._job_id = cancelled, None
+
+        def busy(wait) -> None:
+            if on_busy is not None:
+                on_busy(wait.waited_s, wait.limit_s)
+
+        def report(progress) -> None:
+            if on_progress is not None:
+                on_progress(progress.partial_answer, progress.tokens_generated)
+
         try:
             if cancelled.is_set():
                 raise AskCancelled("cancelled before the upload")
-            volume = self.client.upload_array(array_kji, geometry, modality=modality)
+            volume = self.client.upload_array(
+                array_kji, geometry, modality=modality, on_busy=busy, cancel_event=cancelled
+            )
             if cancelled.is_set():
                 raise AskCancelled("cancelled after the upload, before the question was sent")
-            job = self.client.submit(volume.volume_id, question.strip(), max_new_tokens=max_new_tokens)
+            job = self.client.submit(
+                volume.volume_id, question.strip(), max_new_tokens=max_new_tokens, on_busy=busy, cancel_event=cancelled
+            )
             # Publish the job before looking at the event; cancel() sets the event before
             # reading the job: one of the two always sees the other, so no cancel is lost.
             with self._lock:
@@ -216,17 +269,15 @@ class ClientBackend:
             if cancelled.is_set():
                 with contextlib.suppress(photon_client.PhotonClientError):
                     self.client.cancel(job.job_id)
-
-            def report(progress) -> None:
-                if on_progress is not None:
-                    on_progress(progress.partial_answer, progress.tokens_generated)
-
+            report(job)  # accepted: no longer waiting for a busy backend
             result = self.client.wait(job.job_id, on_progress=report, poll_interval=self.poll_interval)
             if result.stopped and result.tokens_total == 0:
                 raise AskCancelled(f"job {job.job_id} was cancelled before the answer started")
             heatmap_array, heatmap_geometry = result.heatmap()
         except AskCancelled:
             raise
+        except photon_client.RequestCancelledError as error:
+            raise AskCancelled(f"cancelled while waiting for a busy backend: {error}") from error
         except Exception as error:
             raise explain(error, self.url) from error
         finally:

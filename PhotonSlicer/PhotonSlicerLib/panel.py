@@ -78,10 +78,18 @@ def answer_text(answer: str, stopped: bool) -> str:
     return CANCELLED_PREFIX + text if stopped else text
 
 
-def progress_text(tokens_generated: int, max_new_tokens: int, cancel_requested: bool) -> str:
-    """Under the progress bar while a question runs."""
+def progress_text(
+    tokens_generated: int,
+    max_new_tokens: int,
+    cancel_requested: bool,
+    waiting_s: float | None = None,
+    wait_limit_s: float = 0.0,
+) -> str:
+    """Under the progress bar while a question runs (``waiting_s``: waiting for a busy backend)."""
     if cancel_requested:
         return "Cancelling ..."
+    if waiting_s is not None:
+        return f"Waiting for the server (busy with other questions): {waiting_s:.0f} of at most {wait_limit_s:.0f} s"
     if tokens_generated == 0:
         return "Sending the volume and reading it ..."
     return f"Answering: {tokens_generated} of at most {max_new_tokens} tokens"

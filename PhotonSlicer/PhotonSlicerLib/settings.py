@@ -1,20 +1,23 @@
 """The backend's settings (Edit > Application Settings > Photon), without Qt.
 
-Three things are remembered between Slicer sessions, in Slicer's settings (``qt.QSettings``):
-the Python that runs the local backend, the device it runs the model on, and the remote
-backends used recently. Never a token: tokens live in memory only.
+Four things are remembered between Slicer sessions, in Slicer's settings (``qt.QSettings``):
+the Python that runs the local backend, the device it runs the model on, the remote backends
+used recently, and how long a question waits for a busy backend. Never a token: tokens live in
+memory only.
 :class:`BackendSettings` reads and writes them through any object with QSettings' ``value`` and
 ``setValue`` (a dict-backed store in tests).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 PYTHON_KEY = "PhotonSlicer/BackendPython"
 DEVICE_KEY = "PhotonSlicer/Device"
 RECENT_URLS_KEY = "PhotonSlicer/RecentUrls"
-KEYS = (PYTHON_KEY, DEVICE_KEY, RECENT_URLS_KEY)
+BUSY_WAIT_KEY = "PhotonSlicer/BusyWaitSeconds"
+KEYS = (PYTHON_KEY, DEVICE_KEY, RECENT_URLS_KEY, BUSY_WAIT_KEY)
 
 #: ``auto``: the GPU when the backend's PyTorch sees one, else the CPU.
 DEVICES = ("auto", "cuda", "cpu")
@@ -25,6 +28,11 @@ DEVICE_LABELS = {
 }
 DEFAULT_DEVICE = "auto"
 MAX_RECENT_URLS = 8
+#: Seconds a question waits for a backend busy with other questions (its queue full) before it
+#: fails; 0: fail at once. On by default: someone sharing a backend would rather wait a minute or
+#: two than press Ask again and again.
+DEFAULT_BUSY_WAIT_S = 120
+MAX_BUSY_WAIT_S = 3600
 
 
 class SettingsStore(Protocol):
@@ -54,6 +62,17 @@ def normalise_device(value: Any) -> str:
     if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     return DEFAULT_DEVICE
+
+
+def normalise_busy_wait(value: Any) -> int:
+    """A stored wait as whole seconds in 0..:data:`MAX_BUSY_WAIT_S` (not a number: the default)."""
+    try:
+        seconds = float(str(value).strip())  # QSettings may give back a string
+    except ValueError:
+        return DEFAULT_BUSY_WAIT_S
+    if math.isnan(seconds):
+        return DEFAULT_BUSY_WAIT_S
+    return int(min(max(seconds, 0), MAX_BUSY_WAIT_S))
 
 
 def _as_list(value: Any) -> list[str]:
@@ -99,6 +118,21 @@ class BackendSettings:
         if device != str(value or "").strip().lower():
             raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), not {value!r}")
         self.store.setValue(DEVICE_KEY, device)
+
+    @property
+    def busy_wait_s(self) -> int:
+        """Seconds a question waits for a busy backend (0: it fails at once)."""
+        return normalise_busy_wait(self.store.value(BUSY_WAIT_KEY, DEFAULT_BUSY_WAIT_S))
+
+    @busy_wait_s.setter
+    def busy_wait_s(self, value: int) -> None:
+        try:
+            seconds = int(value)
+        except (TypeError, ValueError):
+            seconds = -1
+        if seconds != value or not 0 <= seconds <= MAX_BUSY_WAIT_S:
+            raise ValueError(f"the wait for a busy backend is 0 to {MAX_BUSY_WAIT_S} whole seconds, not {value!r}")
+        self.store.setValue(BUSY_WAIT_KEY, seconds)
 
     @property
     def recent_urls(self) -> list[str]:

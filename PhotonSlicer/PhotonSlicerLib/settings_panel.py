@@ -15,7 +15,7 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
-from .settings import DEVICE_LABELS, DEVICES, BackendSettings
+from .settings import DEVICE_LABELS, DEVICES, MAX_BUSY_WAIT_S, BackendSettings
 
 TITLE = "Photon"
 _registered: list = []  # the page, once added (a module reload must not add a second one)
@@ -50,7 +50,7 @@ def register():
 
 
 def make_page(settings: BackendSettings | None = None):
-    """The page: backend Python, device, recent remote URLs (a ``ctkSettingsPanel``)."""
+    """The page: backend Python, device, wait for a busy backend, recent remote URLs (a ``ctkSettingsPanel``)."""
     import ctk
 
     settings = settings or BackendSettings(qt.QSettings())
@@ -83,6 +83,25 @@ def make_page(settings: BackendSettings | None = None):
     deviceBox.connect("currentIndexChanged(int)", onDeviceChosen)
     layout.addRow(_("Device:"), deviceBox)
 
+    busyWaitBox = qt.QSpinBox()
+    busyWaitBox.setObjectName("photonBusyWaitSpinBox")
+    busyWaitBox.minimum = 0
+    busyWaitBox.maximum = MAX_BUSY_WAIT_S
+    busyWaitBox.singleStep = 30
+    busyWaitBox.suffix = _(" s")
+    busyWaitBox.specialValueText = _("do not wait")  # shown for 0
+    busyWaitBox.toolTip = _(
+        "When the backend is busy with other questions (its queue is full), a question waits this long "
+        "for a place, showing 'Waiting for the server (busy)', before it fails. 0: fail at once."
+    )
+    busyWaitBox.value = settings.busy_wait_s
+
+    def onBusyWaitChanged(seconds: int) -> None:
+        settings.busy_wait_s = seconds
+
+    busyWaitBox.connect("valueChanged(int)", onBusyWaitChanged)
+    layout.addRow(_("Wait for a busy backend:"), busyWaitBox)
+
     urlsBox = qt.QPlainTextEdit()
     urlsBox.setObjectName("photonRecentUrlsTextEdit")
     urlsBox.readOnly = True
@@ -102,4 +121,5 @@ def make_page(settings: BackendSettings | None = None):
     urlsRow.addWidget(clearButton)
     layout.addRow(_("Recent remote URLs:"), urlsRow)
     page.pythonLineEdit, page.deviceComboBox, page.recentUrlsTextEdit = pythonEdit, deviceBox, urlsBox
+    page.busyWaitSpinBox = busyWaitBox
     return page

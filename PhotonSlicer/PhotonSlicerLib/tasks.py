@@ -10,6 +10,7 @@ row. No Qt here, so this runs and is tested under plain Python.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from .backend import AskCancelled, BackendAnswer, BackendError, explain
@@ -28,6 +29,8 @@ class TaskProgress:
     error: str = ""
     cancel_requested: bool = False
     stopped: bool = False  # done, but the answer was cut short by Cancel (it is partial)
+    waiting_s: float | None = None  # seconds waited so far for a backend busy with other questions; None: not waiting
+    wait_limit_s: float = 0.0  # the most the question waits for it
 
     @property
     def finished(self) -> bool:
@@ -47,6 +50,8 @@ class AskTask:
         self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
         self._partial, self._tokens = "", 0
+        self._busy_since: float | None = None  # when the wait for a busy backend began (monotonic)
+        self._busy_limit = 0.0
         self._result: BackendAnswer | None = None
         self._error: BackendError | None = None
         self._thread: threading.Thread | None = None
@@ -67,7 +72,7 @@ class AskTask:
         try:
             result = backend.ask(
                 array, geometry, self.question, max_new_tokens=self.max_new_tokens, on_progress=self._progress,
-                cancel_event=self._cancel_event,
+                cancel_event=self._cancel_event, on_busy=self._busy,
             )  # fmt: skip
             with self._lock:
                 self._result = result
@@ -78,6 +83,11 @@ class AskTask:
     def _progress(self, partial_answer: str, tokens_generated: int) -> None:
         with self._lock:
             self._partial, self._tokens = partial_answer, tokens_generated
+            self._busy_since = None  # the backend took the question
+
+    def _busy(self, waited_s: float, limit_s: float) -> None:
+        with self._lock:
+            self._busy_since, self._busy_limit = time.monotonic() - waited_s, limit_s
 
     def poll(self) -> TaskProgress:
         """Any thread, cheap (no network): the state, the answer so far and the token count."""
@@ -89,7 +99,8 @@ class AskTask:
                 return TaskProgress(ERROR, self._partial, self._tokens, str(self._error), requested)
             if self._result is not None:
                 return TaskProgress(DONE, self._result.answer, self._tokens, "", requested, self._result.stopped)
-            return TaskProgress(RUNNING, self._partial, self._tokens, "", requested)
+            waiting = None if self._busy_since is None else time.monotonic() - self._busy_since
+            return TaskProgress(RUNNING, self._partial, self._tokens, "", requested, False, waiting, self._busy_limit)
 
     def cancel(self) -> None:
         """Stop the question; returns at once (the request to the backend is sent from another thread).

@@ -23,7 +23,7 @@ import vtk
 from slicer.i18n import tr as _
 
 from . import connection, display, history, panel, plan_runner, setup, volumes
-from .backend import BackendError
+from .backend import BackendError, ClientBackend
 from .background import BackgroundCall
 from .local_backend import default_python
 from .parameters import BackendMode, connectParameterNodeToGui
@@ -67,7 +67,7 @@ class PhotonSlicerPanel:
         self._parameterNodeGuiTag = None
         self._task = None  # the AskTask being answered
         self.settings = BackendSettings(qt.QSettings())
-        self.connection = connection.BackendConnection(setup_check=_setupCheck())
+        self.connection = connection.BackendConnection(setup_check=_setupCheck(), client_factory=self._clientBackend)
         self._lastHeatmapSettings = None
         self._observedTable = None
         self._observations = []
@@ -301,11 +301,16 @@ class PhotonSlicerPanel:
             with showErrors(title):
                 raise BackendError(status.failure)
 
+    def _clientBackend(self, url, token):
+        """A backend client that waits for a busy backend as long as the settings say."""
+        return ClientBackend(url, token, busy_wait_s=self.settings.busy_wait_s)
+
     def _backendForAsk(self):
         """The backend a new question goes to; no network call here (the worker thread makes them)."""
         backend = self.connection.backend_for_ask(
             self._parameterNode.backendUrl, self.ui.backendTokenLineEdit.text.strip() or None
         )
+        backend.busy_wait_s = self.settings.busy_wait_s  # changed in the settings since it connected
         self.logic.backend = backend
         return backend
 
@@ -559,7 +564,7 @@ class PhotonSlicerPanel:
             if progress.partial_answer:
                 self.ui.answerTextEdit.setPlainText(progress.partial_answer)
             self.ui.askStatusLabel.text = panel.progress_text(
-                progress.tokens_generated, maximum, progress.cancel_requested
+                progress.tokens_generated, maximum, progress.cancel_requested, progress.waiting_s, progress.wait_limit_s
             )
             return
         self._askTimer.stop()

@@ -132,6 +132,40 @@ def scenario_errors_in_timer_callbacks_are_shown_not_raised(session):
     assert any("The Photon backend is busy." in message["text"] for message in session.messages), session.messages
 
 
+class _WaitingTask:
+    """A question the backend has not taken yet: its queue is full, the client waits (Retry-After)."""
+
+    max_new_tokens = 8
+
+    def poll(self):
+        from PhotonSlicerLib.tasks import TaskProgress
+
+        return TaskProgress(state="running", partial_answer="", tokens_generated=0, waiting_s=7.2, wait_limit_s=120)
+
+
+def scenario_waiting_for_a_busy_backend_is_on_by_default_and_shown(session):
+    """Questions wait for a busy backend (120 s unless the settings say otherwise); the status line says so."""
+    session.load_module()
+    from PhotonSlicerLib import settings
+
+    session.qt.QSettings().remove(settings.BUSY_WAIT_KEY)  # as never set (the release's scenarios share QSettings)
+    widget = session.open_panel().panel
+    assert widget.settings.busy_wait_s == 120
+    assert widget.connection.client_factory("http://127.0.0.1:1", None).busy_wait_s == 120
+    widget._task = _WaitingTask()
+    widget._pollAsk()
+    text = widget.ui.askStatusLabel.text
+    assert text == "Waiting for the server (busy with other questions): 7 of at most 120 s", text
+    widget._task = None
+    widget.settings.busy_wait_s = 0  # Edit > Application Settings > Photon: do not wait
+    try:
+        widget.ui.backendModeComboBox.currentIndex = 1  # Remote URL
+        session.application.processEvents()
+        assert widget._backendForAsk().busy_wait_s == 0  # the next question's client follows the setting
+    finally:
+        session.qt.QSettings().remove(settings.BUSY_WAIT_KEY)
+
+
 def scenario_category_is_translated_as_slicer_translates_categories(session):
     """The category goes through Slicer's own translation context for categories (as the template does it)."""
     session.slicer.app.translations[("qSlicerAbstractCoreModule", "Quantification")] = "Quantifizierung"
@@ -176,7 +210,7 @@ class _SettingsDialog:
 
 
 def scenario_settings_page_edits_the_backend_settings(session):
-    """Edit > Application Settings > Photon: Python, device and recent URLs, stored with QSettings (no token)."""
+    """Edit > Application Settings > Photon: Python, device, busy wait and recent URLs, stored with QSettings (no token)."""
     import slicer_stand_ins
     from PySide6 import QtWidgets
 
@@ -186,20 +220,26 @@ def scenario_settings_page_edits_the_backend_settings(session):
     session.load_module()  # the module adds its page when Slicer has started
     from PhotonSlicerLib import settings, settings_panel
 
+    session.qt.QSettings().remove(settings.BUSY_WAIT_KEY)  # as never set (the release's scenarios share QSettings)
     page = settings_panel.register()
     assert dialog.pages == {"Photon": page} and settings_panel.register() is page  # added once
     devices = [page.deviceComboBox.itemData(index) for index in range(page.deviceComboBox.count)]
     assert devices == ["auto", "cuda", "cpu"]
+    busyWait = page.busyWaitSpinBox
+    assert (busyWait.value, busyWait.minimum, busyWait.maximum) == (120, 0, 3600)  # on by default
+    assert busyWait.specialValueText == "do not wait"
+    busyWait.value = 300
     page.deviceComboBox.setCurrentIndex(2)
     session.type_text(page.pythonLineEdit, "/env/bin/python")
     page.pythonLineEdit.editingFinished.emit()
     stored = settings.BackendSettings(session.qt.QSettings())
-    assert (stored.device, stored.python) == ("cpu", "/env/bin/python")
+    assert (stored.device, stored.python, stored.busy_wait_s) == ("cpu", "/env/bin/python", 300)
     assert not [key for key in session.qt.QSettings().allKeys() if "token" in key.lower()]
 
     widget = session.open_panel().panel  # the panel reads the same settings
     assert widget.ui.backendPythonLineEdit.text == "/env/bin/python"
-    assert widget.settings.device == "cpu"
+    assert widget.settings.device == "cpu" and widget.settings.busy_wait_s == 300
+    session.qt.QSettings().remove(settings.BUSY_WAIT_KEY)
 
 
 def scenario_module_file_is_thin_and_the_panel_lives_in_the_lib(session):

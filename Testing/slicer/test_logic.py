@@ -23,12 +23,21 @@ MODULE_DIR = REPOSITORY_ROOT / "PhotonSlicer"
 sys.path.insert(0, str(MODULE_DIR))
 sys.path.insert(0, str(REPOSITORY_ROOT / "Testing" / "photonlib_tests"))
 
-from PhotonSlicerLib import history, volumes  # noqa: E402
+from PhotonSlicerLib import history, panel, volumes  # noqa: E402
 from PhotonSlicerLib.backend import AskCancelled, BackendError, ClientBackend, connect  # noqa: E402
 from PhotonSlicerLib.logic import PhotonAskLogic  # noqa: E402
 from PhotonSlicerLib.tasks import AskTask  # noqa: E402
 
-from serving_helpers import LONG_ANSWER, TOKEN, ct_array, oblique_geometry, running_server  # noqa: E402
+from photonlib.client import PhotonClient  # noqa: E402
+
+from serving_helpers import (  # noqa: E402
+    LONG_ANSWER,
+    TOKEN,
+    ct_array,
+    oblique_geometry,
+    running_server,
+    wait_for_tokens,
+)
 
 #: The tiny random model never stops on its own: keep answers short so tests are quick.
 SHORT = 6
@@ -367,3 +376,79 @@ def test_connect_check_runs_in_a_background_call_and_explains_failure(server):
     assert good.result()["api_version"]
     with pytest.raises(BackendError, match="backend is not running"):
         down.result()
+
+
+# ------------------------------------------------------------------------------ a busy backend
+
+
+def fill_the_queue(url: str) -> tuple[PhotonClient, list[str]]:
+    """On a server with ``queue_size=1``: one question running, one waiting, so the next is refused (503)."""
+    client = PhotonClient(url, timeout=20)
+    geometry = oblique_geometry((20, 18, 10))
+    volume_id = client.upload_array(ct_array(geometry, seed=50), geometry).volume_id
+    running = client.submit(volume_id, "first", max_new_tokens=LONG_ANSWER)
+    wait_for_tokens(client, running.job_id, 0)
+    waiting = client.submit(volume_id, "second", max_new_tokens=LONG_ANSWER)
+    return client, [running.job_id, waiting.job_id]
+
+
+def poll_until_waiting(task: AskTask, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while (progress := task.poll()).waiting_s is None:
+        assert not progress.finished, f"the question ended without waiting: {progress.state}: {progress.error}"
+        assert time.monotonic() < deadline, f"the question did not wait for the busy backend within {timeout:g} s"
+        time.sleep(0.02)
+    return progress
+
+
+def test_a_question_waits_for_a_busy_backend_by_default_says_so_and_is_answered(scene):
+    with running_server(queue_size=1, retry_after_s=1) as busy:
+        client, blockers = fill_the_queue(busy.url)
+        node, _ = oblique_volume_node()
+        logic = PhotonAskLogic()
+        logic.connect(busy.url)
+        assert logic.backend.busy_wait_s == 120  # on by default
+        task = AskTask(logic, node, "Is there a fracture?", max_new_tokens=SHORT).start()
+        progress = poll_until_waiting(task)
+        text = panel.progress_text(
+            progress.tokens_generated, SHORT, progress.cancel_requested, progress.waiting_s, progress.wait_limit_s
+        )
+        assert text.startswith("Waiting for the server (busy") and text.endswith("of at most 120 s"), text
+        for job_id in blockers:  # the other questions end: the waiting one gets its place
+            client.cancel(job_id)
+        progress, seen = poll_until_finished(task)
+        assert progress.state == "done" and not progress.stopped, progress.error
+        assert seen[-1].waiting_s is None  # accepted: no longer shown as waiting
+        assert task.finish().history_row == 0
+
+
+def test_cancel_while_waiting_for_a_busy_backend_ends_the_question_at_once(scene):
+    with running_server(queue_size=1, retry_after_s=5) as busy:
+        client, blockers = fill_the_queue(busy.url)
+        node, _ = oblique_volume_node()
+        logic = PhotonAskLogic()
+        logic.connect(busy.url)
+        task = AskTask(logic, node, "Is there a fracture?", max_new_tokens=SHORT).start()
+        poll_until_waiting(task)
+        cancelled_at = time.monotonic()
+        task.cancel()
+        progress, _ = poll_until_finished(task, timeout=10)
+        assert time.monotonic() - cancelled_at < 2  # not the 5 s the backend asked to wait
+        assert progress.state == "cancelled" and "nothing was added" in progress.error
+        assert task.finish() is None and history.history_table(node, create=False) is None
+        assert len(busy.service.worker._jobs) == 2  # the question never reached the queue
+        for job_id in blockers:
+            client.cancel(job_id)
+
+
+def test_a_backend_busy_for_longer_than_the_wait_gives_a_clear_message(scene):
+    node, _ = oblique_volume_node()
+    array, geometry = volumes.volume_array_and_geometry(node)
+    with running_server(queue_size=1, retry_after_s=5) as busy:
+        client, blockers = fill_the_queue(busy.url)
+        with pytest.raises(BackendError, match=r"stayed busy with other questions for 1 s\. .*Application Settings"):
+            ClientBackend(busy.url, busy_wait_s=1).ask(array, geometry, "Anything?", max_new_tokens=SHORT)
+        with pytest.raises(BackendError, match=r"busy with other questions\. Try again in a moment \(about 5 s\)"):
+            ClientBackend(busy.url, busy_wait_s=0).ask(array, geometry, "Anything?", max_new_tokens=SHORT)
+        for job_id in blockers:
+            client.cancel(job_id)

@@ -190,6 +190,9 @@ def test_answer_figures_in_words():
     assert panel.progress_text(0, 256, False).startswith("Sending")
     assert panel.progress_text(12, 256, False) == "Answering: 12 of at most 256 tokens"
     assert panel.progress_text(12, 256, True) == "Cancelling ..."
+    waiting = panel.progress_text(0, 256, False, waiting_s=12.4, wait_limit_s=120)
+    assert waiting == "Waiting for the server (busy with other questions): 12 of at most 120 s"
+    assert panel.progress_text(0, 256, True, waiting_s=12.4, wait_limit_s=120) == "Cancelling ..."
 
 
 def test_backend_status_in_words():

@@ -54,5 +54,28 @@ def test_qsettings_single_string_reads_as_one_url():
     assert BackendSettings(DictStore({settings.RECENT_URLS_KEY: "http://a:1"})).recent_urls == ["http://a:1"]
 
 
+def test_questions_wait_for_a_busy_backend_by_default():
+    store = DictStore()
+    stored = BackendSettings(store)
+    assert stored.busy_wait_s == settings.DEFAULT_BUSY_WAIT_S == 120  # on unless the user turns it off
+    stored.busy_wait_s = 0  # off: a full queue fails the question at once
+    assert store.values == {settings.BUSY_WAIT_KEY: 0} and BackendSettings(store).busy_wait_s == 0
+    stored.busy_wait_s = 600
+    assert BackendSettings(store).busy_wait_s == 600
+    for wrong in (-1, 1.5, settings.MAX_BUSY_WAIT_S + 1, "soon", None):
+        with pytest.raises(ValueError, match="0 to 3600 whole seconds"):
+            stored.busy_wait_s = wrong
+    assert BackendSettings(store).busy_wait_s == 600
+
+
+def test_stored_busy_wait_is_read_forgivingly():
+    # QSettings may give numbers back as strings; anything unusable reads as the default.
+    def read(value):
+        return BackendSettings(DictStore({settings.BUSY_WAIT_KEY: value})).busy_wait_s
+
+    assert (read("45"), read(" 30.0 "), read("later"), read(None), read(float("nan"))) == (45, 30, 120, 120, 120)
+    assert (read(-5), read(10**6)) == (0, settings.MAX_BUSY_WAIT_S)
+
+
 def test_no_setting_holds_a_token():
     assert not [key for key in settings.KEYS if "token" in key.lower()]

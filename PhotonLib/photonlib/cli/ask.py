@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +14,11 @@ import numpy as np
 from photonlib.cli.volume_options import add_volume_arguments, read_volume_from_args
 
 if TYPE_CHECKING:
-    from photonlib.client import AskResult
+    from photonlib.client import AskResult, BusyWait
     from photonlib.volume import Volume
+
+#: ``--busy-wait``: someone at a terminal would rather wait a minute or two than run the command again.
+BUSY_WAIT_S = 120.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remote.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8765: send the volume's voxels and geometry there")
     remote.add_argument("--token", help="the server's token (default: $PHOTON_TOKEN)")
     remote.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up (and cancel) after S seconds (default 600)")
+    remote.add_argument(
+        "--busy-wait", type=float, default=BUSY_WAIT_S, metavar="S",
+        help=f"when the server is busy (its queue full), wait up to S seconds for a place, asking again when it says "
+        f"(default {BUSY_WAIT_S:g}; 0: fail at once)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -117,12 +127,14 @@ def run_remote(args: argparse.Namespace, volume: Volume) -> int:
 
     if args.model is not None or args.device != "auto":
         raise UserInputError("--model and --device choose a local model; with --server the server's model answers")
-    client = PhotonClient(args.server, token=args.token, timeout=60.0)
+    if not (args.busy_wait >= 0 and math.isfinite(args.busy_wait)):
+        raise UserInputError(f"--busy-wait must be 0 (do not wait) or a number of seconds, not {args.busy_wait}")
+    client = PhotonClient(args.server, token=args.token, timeout=60.0, busy_wait_s=args.busy_wait)
     job_id = None
     try:
         client.check_server()
-        uploaded = client.upload_array(volume.array, volume.geometry, modality=volume.modality)
-        job = client.submit(uploaded.volume_id, args.question, max_new_tokens=args.max_new_tokens)
+        uploaded = client.upload_array(volume.array, volume.geometry, modality=volume.modality, on_busy=say_busy)
+        job = client.submit(uploaded.volume_id, args.question, max_new_tokens=args.max_new_tokens, on_busy=say_busy)
         job_id = job.job_id
         answer = client.wait(job_id, timeout=args.timeout)
         job_id = None
@@ -155,6 +167,15 @@ def run_remote(args: argparse.Namespace, volume: Volume) -> int:
     }
     print_result(result, args.json)
     return 0
+
+
+def say_busy(wait: BusyWait) -> None:
+    """On stderr (stdout may be --json): the server is busy and the command waits for it."""
+    print(
+        f"photon ask: the server is busy ({wait.code}); asking again in {wait.delay_s:.0f} s "
+        f"(waited {wait.waited_s:.0f} s of at most {wait.limit_s:g} s)",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
 
 
 def save_heatmap(path: Path, answer: AskResult) -> None:
