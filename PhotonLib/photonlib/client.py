@@ -195,6 +195,7 @@ class AskResult:
     stopped: bool
     cache_hit: bool
     vision_skipped: bool
+    prefix_reused: bool  # a follow-up: the prompt's question-independent prefix was reused
     timings: dict[str, float]
     model: dict[str, str]
     client: PhotonClient = field(repr=False, compare=False)
@@ -505,7 +506,8 @@ class PhotonClient:
             job_id=progress.job_id, volume_id=progress.volume_id, status=progress.status, answer=result["answer"],
             tokens_total=result["tokens_total"], tokens_kept=result["tokens_kept"],
             tokens_generated=result.get("tokens_generated", progress.tokens_generated), stopped=result["stopped"],
-            cache_hit=result["cache_hit"], vision_skipped=result["vision_skipped"], timings=result["timings"],
+            cache_hit=result["cache_hit"], vision_skipped=result["vision_skipped"],
+            prefix_reused=result.get("prefix_reused", False), timings=result["timings"],
             model=result["model"], client=self,
         )  # fmt: skip
 

@@ -110,14 +110,17 @@ def test_second_question_skips_preprocessing_and_the_vision_tower(client, server
         first = client.ask(uploaded.volume_id, "Where is the lesion?", max_new_tokens=4, poll_interval=0.01, timeout=WAIT_S)
         first_seconds = time.perf_counter() - first_started
         second_started = time.perf_counter()
-        second = client.ask(uploaded.volume_id, "How large is it?", history=[("Where is the lesion?", first.answer)], max_new_tokens=4, poll_interval=0.01, timeout=WAIT_S)
+        second = client.ask(uploaded.volume_id, "How large is it?", max_new_tokens=4, poll_interval=0.01, timeout=WAIT_S)
         second_seconds = time.perf_counter() - second_started
+        # A history puts the volume behind an earlier turn: another prefix, nothing reused.
+        with_history = client.ask(uploaded.volume_id, "And its density?", history=[("Where is the lesion?", first.answer)], max_new_tokens=4, poll_interval=0.01, timeout=WAIT_S)
     finally:
         handle.remove()
 
-    assert len(calls) == 1, "the vision tower must run once for two questions about one volume"
+    assert len(calls) == 1, "the vision tower must run once for three questions about one volume"
     assert not first.cache_hit and not first.vision_skipped and first.timings["vision"] > 0 and first.timings["preprocess"] > 0
     assert second.cache_hit and second.vision_skipped
+    assert not first.prefix_reused and second.prefix_reused and not with_history.prefix_reused
     assert second.timings["vision"] == 0 and second.timings["preprocess"] == 0
     assert second.timings["total"] < first.timings["total"]
     print(f"\nfirst question {first_seconds:.3f} s (server {first.timings['total']:.3f} s), "
@@ -127,7 +130,7 @@ def test_second_question_skips_preprocessing_and_the_vision_tower(client, server
     again = client.upload_array(ct_array(geometry, seed=3), geometry)
     assert again.volume_id == uploaded.volume_id and not again.uploaded
     assert client.volume(uploaded.volume_id)["prepared"] is True
-    assert client.volume(uploaded.volume_id)["questions"] == 2
+    assert client.volume(uploaded.volume_id)["questions"] == 3
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".nii"])

@@ -65,6 +65,7 @@ class MethodSetup:
     model: PhotonForConditionalGeneration
     inference: dict[str, torch.Tensor]  # input_ids, attention_mask, pixel_values, video_grid_thw
     training: dict[str, torch.Tensor]  # the same with the answer appended and labels
+    follow_up: dict[str, torch.Tensor]  # inference inputs of the follow-up question (same volume)
     visual_tokens: int  # V: visual tokens in the prompt
     kept_tokens: int  # the pruning budget: round(keep_ratio * V) of Photon's tokens
     patches: int  # vision patches per volume
@@ -146,22 +147,24 @@ def volume(spec: BenchSpec) -> np.ndarray:
     return np.random.default_rng(spec.seed).random(spec.volume_shape, dtype=np.float32)
 
 
-def build_inputs(spec: BenchSpec, config: PhotonConfig, tokenizer, qwen_input: bool) -> tuple[dict, dict]:
-    """Inference inputs (prompt only) and training inputs (prompt + answer + labels), on the device."""
+def build_inputs(spec: BenchSpec, config: PhotonConfig, tokenizer, qwen_input: bool) -> tuple[dict, dict, dict]:
+    """Inference inputs (prompt only), training inputs (prompt + answer + labels) and the
+    follow-up question's inference inputs, on the device."""
     # The configuration's patch size: 2 x 14 x 14 for the Qwen2.5-VL input, 14^3 for Photon.
     processor = PhotonProcessor.for_config(config, PreprocessConfig(model_grid=spec.volume_shape), tokenizer)
     array = volume(spec)
     inference = processor([array], [spec.question])
     training = processor([array], [spec.question], answers=[spec.answer])
+    follow_up = processor([array], [spec.follow_up_question])
     batches = []
-    for batch in (inference, training):
+    for batch in (inference, training, follow_up):
         if qwen_input:  # (N, 2*14*14) one channel -> (N, 3*2*14*14), channel-major like Qwen's patches
             pixels = batch["pixel_values"]
             batch["pixel_values"] = pixels.unsqueeze(1).expand(-1, QWEN_CHANNELS, -1).reshape(pixels.shape[0], -1)
         batch = {key: value.to(spec.device) for key, value in batch.items()}
         batch["pixel_values"] = batch["pixel_values"].to(torch_dtype(spec))
         batches.append(batch)
-    return batches[0], batches[1]
+    return batches[0], batches[1], batches[2]
 
 
 def setup_method(spec: BenchSpec, method: str) -> MethodSetup:
@@ -173,7 +176,7 @@ def setup_method(spec: BenchSpec, method: str) -> MethodSetup:
     photon_tokens = photon_token_count(spec, photon_config)
     kept = budget_count(spec, photon_tokens)
     model = build_model(spec, config, qwen_input)
-    inference, training = build_inputs(spec, config, tokenizer, qwen_input)
+    inference, training, follow_up = build_inputs(spec, config, tokenizer, qwen_input)
     visual = int((inference["input_ids"] == config.video_token_id).sum())
     patches = int(inference["video_grid_thw"].prod(-1).sum())
     if method in ("visionzip", "hiprune"):
@@ -182,7 +185,7 @@ def setup_method(spec: BenchSpec, method: str) -> MethodSetup:
         pruner = model.build_pruner("its")
     else:  # qwen2.5-vl, photon
         pruner = NoPruner()
-    setup = MethodSetup(model, inference, training, visual, kept, patches, pruner)
+    setup = MethodSetup(model, inference, training, follow_up, visual, kept, patches, pruner)
     if method == "photon-its":
         setup.its_threshold = calibrate_its(model, inference, kept)
     return setup
