@@ -6,6 +6,7 @@ method checks the worker process, the JSON file and the PNG end to end.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import statistics
@@ -16,12 +17,20 @@ import pytest
 import torch
 
 from photonlib.benchmarks import costmodel
-from photonlib.benchmarks.build import budget_count, build_model, calibrate_its, model_config, setup_method
+from photonlib.benchmarks.build import (
+    budget_count,
+    build_model,
+    build_tokenizer,
+    calibrate_its,
+    model_config,
+    setup_method,
+)
+from photonlib.benchmarks.measure import count_prefill_ops, op_dispatch_seconds
 from photonlib.benchmarks.report import format_table, write_json, write_plot
-from photonlib.benchmarks.runner import RATIO_FIGURES, SCHEMA, run_bench
-from photonlib.benchmarks.spec import BASELINE, METHODS, preset
+from photonlib.benchmarks.runner import RATIO_FIGURES, SCHEMA, assemble, run_bench
+from photonlib.benchmarks.spec import BASELINE, METHODS, PUBLIC_PRESETS, RATIO_PRESET, preset
 from photonlib.cli.main import main
-from photonlib.model import PhotonConfig
+from photonlib.model import PhotonConfig, PhotonForConditionalGeneration
 
 FIGURES = ("vision_s", "ttft_s", "llm_prefill_s", "decode_s", "train_step_s", "decode_tokens_per_s",
            "end_to_end_tokens_per_s", "train_samples_per_s")  # fmt: skip
@@ -82,6 +91,76 @@ def test_cpu_preset_keeps_the_7_to_1_ratio():
     assert qwen == 7 * photon
 
 
+def test_cpu_compute_preset_is_cpu_twice_as_wide():
+    """The preset the ratio goals use: the cpu preset's structure, 7:1 tokens, a wider model."""
+    assert RATIO_PRESET == "cpu-compute" and RATIO_PRESET in PUBLIC_PRESETS and "cpu" in PUBLIC_PRESETS
+    spec, small = preset("cpu-compute"), preset("cpu")
+    assert (spec.device, spec.dtype, spec.volume_shape) == ("cpu", "float32", small.volume_shape)
+    tokenizer = build_tokenizer(spec)
+    photon, qwen = model_config(spec, "photon", tokenizer), model_config(spec, BASELINE, tokenizer)
+    assert (
+        math.prod(qwen.token_grid(spec.volume_shape)) == 7 * math.prod(photon.token_grid(spec.volume_shape)) == 7 * 160
+    )
+    text, vision = photon.text_config, photon.vision_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (
+        512,
+        8,
+        8,
+        2,
+    )
+    assert text.intermediate_size / text.hidden_size == pytest.approx(5.4, abs=0.05)  # 3B: 11008 / 2048
+    assert vision.intermediate_size / vision.hidden_size == pytest.approx(3420 / 1280, abs=0.05)
+    assert vision.out_hidden_size == text.hidden_size and photon.its_layer == 1  # layers 0, 1 of 8 see every token
+    # The lm_head stays about 11% of the decoder's weights, as in 3B (151,936 x 2048 against 36 layers).
+    lm_head = text.vocab_size * text.hidden_size
+    assert 0.09 < lm_head / (costmodel.decode_weight_values(photon) - lm_head) < 0.13
+    # About 4x the arithmetic per token of cpu: that is what makes compute dominate.
+    wide = costmodel.decoder_linear_per_token(photon)
+    assert 3.5 < wide / costmodel.decoder_linear_per_token(model_config(small, "photon")) < 4.5
+
+
+def test_follow_up_question_must_differ():
+    spec = preset("tiny")
+    assert spec.follow_up_question != spec.question and spec.follow_up_question.strip()
+    assert abs(len(spec.follow_up_question) - len(spec.question)) < 20
+    with pytest.raises(ValueError, match="follow-up question must differ"):
+        spec.replace(follow_up_question=spec.question + " ")
+
+
+def test_decode_bytes_hand_computed():
+    """Bytes of one decode step for tiny (hidden 64, 4 layers, 4 heads of 16, 2 KV heads, MLP 128, vocab 512)."""
+    tiny = preset("tiny")
+    config = model_config(tiny, "photon", build_tokenizer(tiny))
+    assert config.text_config.vocab_size == 512
+    # Per layer: q 64*64 + 64, k and v 64*32 + 32 each, o 64*64, MLP 3*64*128, two norms of 64.
+    per_layer = (4096 + 64) + 2 * (2048 + 32) + 4096 + 3 * 8192 + 128
+    assert per_layer == 37120
+    weights = 4 * per_layer + 64 + 512 * 64  # + final norm + (tied) lm_head
+    assert costmodel.decode_weight_values(config) == weights == 181312
+    # KV cache: 100 tokens after the prefill + half of the 4 steps after the first token = 102
+    # cached tokens on average; keys and values of 2 heads of 16 in each of 4 layers.
+    cache = 4 * 2 * 32 * 102
+    assert costmodel.decode_bytes_per_token(config, 100, 5, value_bytes=2) == 2 * (weights + cache) == 414848
+    assert costmodel.decode_bytes_per_token(config, 100, 5, value_bytes=4) == 4 * (weights + cache)
+    # The same weights as the model's own parameters (vision tower and ITS's MLP are not read).
+    model = PhotonForConditionalGeneration(config)
+    language = model.model.language_model
+    read = {id(p): p.numel() for name, p in language.named_parameters() if "token_scheduler" not in name}
+    read[id(model.lm_head.weight)] = model.lm_head.weight.numel()
+    assert sum(read.values()) == weights
+    # The decode limit is the ratio of bytes, below the FLOP ratio (2 KV heads: cache reads are
+    # small next to attention's arithmetic over 4 query heads); the FLOP ratio stays in the report.
+    counts = {"text": 20, "text_training": 30, "new_tokens": 5}
+    base = costmodel.method_cost(config, {**counts, "visual_entering_llm": 300, "visual_after_pruning": 300},
+                                 (7, 4, 4), channels=1, its=False, value_bytes=2)  # fmt: skip
+    small = costmodel.method_cost(config, {**counts, "visual_entering_llm": 40, "visual_after_pruning": 40},
+                                  (1, 4, 4), channels=1, its=False, value_bytes=2)  # fmt: skip
+    limits = costmodel.limit_ratios(small, base)
+    expected = (weights + 4 * 2 * 32 * 322) / (weights + 4 * 2 * 32 * 62)
+    assert limits["decode_tokens_per_s"] == pytest.approx(expected)
+    assert 1 < limits["decode_tokens_per_s"] < limits["decode_flop_limit"]
+
+
 def test_report_schema_survives_json(report, tmp_path):
     path = write_json(report, tmp_path / "bench.json")
     data = json.loads(path.read_text())
@@ -98,6 +177,50 @@ def test_report_schema_survives_json(report, tmp_path):
     assert data["profile"]["torch_top_ops"] and all(op["self_ms"] >= 0 for op in data["profile"]["torch_top_ops"])
 
 
+def test_framework_overhead_per_method(report):
+    """Top-level op calls of one prefill x the cost of one dispatch, as a share of the median TTFT."""
+    ops = {}
+    for method, result in report["methods"].items():
+        overhead = result["framework_overhead"]
+        ops[method] = overhead["ops_per_prefill"]
+        assert isinstance(ops[method], int) and ops[method] > 50, method
+        assert 0 < overhead["per_op_s"] < 1e-3
+        assert overhead["seconds"] == pytest.approx(ops[method] * overhead["per_op_s"])
+        assert overhead["share_of_ttft"] == pytest.approx(overhead["seconds"] / result["figures"]["ttft_s"])
+        assert 0 < overhead["share_of_ttft"] < 1, method
+    # The counts follow the work: the baseline's vision tower attends per depth slab (7x the slabs),
+    # ITS adds its scoring and gathers to Photon's prefill.
+    assert ops[BASELINE] > ops["photon"]
+    assert ops["photon-its"] > ops["photon"]
+
+
+def test_op_count_is_top_level_aten_calls():
+    weight, bias, x = torch.ones(3, 4), torch.ones(3), torch.ones(2, 4)
+
+    def two_ops(**_):
+        return torch.add(torch.nn.functional.linear(x, weight, bias), 1)  # linear runs addmm/t inside
+
+    assert count_prefill_ops(two_ops, {}, {}, lambda: None) == 2
+    assert 0 < op_dispatch_seconds("cpu", lambda: None) < 1e-3
+
+
+def test_end_to_end_limit_weighs_prefill_and_decode(report):
+    """Whole answer: the baseline's TTFT scaled by the TTFT limit, its decode time by the bytes limit."""
+    base = report["methods"][BASELINE]["figures"]
+    for method, entries in report["ratios"].items():
+        ttft, decode = entries["ttft_s"]["limit"], entries["decode_tokens_per_s"]["limit"]
+        expected = (base["ttft_s"] + base["decode_s"]) / (base["ttft_s"] * ttft + base["decode_s"] / decode)
+        assert entries["end_to_end_tokens_per_s"]["limit"] == pytest.approx(expected), method
+        cost, base_cost = report["methods"][method]["cost"], report["methods"][BASELINE]["cost"]
+        assert decode == pytest.approx(base_cost["decode_bytes_per_token"] / cost["decode_bytes_per_token"])
+        assert entries["decode_tokens_per_s"]["flop_limit"] == pytest.approx(
+            base_cost["decode_flops_per_token"] / cost["decode_flops_per_token"]
+        )
+        assert entries["decode_tokens_per_s"]["limit_from"] == "bytes read per decode step"
+    its = report["ratios"]["photon-its"]
+    assert its["end_to_end_tokens_per_s"]["limit"] < its["end_to_end_tokens_per_s"]["flop_limit"]
+
+
 def test_figures_are_medians_of_the_runs(report, spec):
     for result in report["methods"].values():
         runs, figures = result["runs"], result["figures"]
@@ -107,7 +230,9 @@ def test_figures_are_medians_of_the_runs(report, spec):
         for vision, ttft, prefill in zip(runs["vision_s"], runs["ttft_s"], runs["llm_prefill_s"]):
             assert prefill == pytest.approx(ttft - vision)
         assert figures["decode_tokens_per_s"] == pytest.approx((spec.new_tokens - 1) / figures["decode_s"])
-        assert figures["end_to_end_tokens_per_s"] == pytest.approx(spec.new_tokens / (figures["ttft_s"] + figures["decode_s"]))
+        assert figures["end_to_end_tokens_per_s"] == pytest.approx(
+            spec.new_tokens / (figures["ttft_s"] + figures["decode_s"])
+        )
         assert figures["train_samples_per_s"] == pytest.approx(1 / figures["train_step_s"])
 
 
@@ -121,7 +246,11 @@ def test_ratios_come_from_the_measured_numbers(report):
             assert entry["method"] == value and entry["baseline"] == reference
             assert entry["achieved"] == pytest.approx(value / reference)
             if entry["limit"] is not None:
-                expected = entry["limit"] / entry["achieved"] if entry["kind"] == "time" else entry["achieved"] / entry["limit"]
+                expected = (
+                    entry["limit"] / entry["achieved"]
+                    if entry["kind"] == "time"
+                    else entry["achieved"] / entry["limit"]
+                )
                 assert entry["fraction_of_limit"] == pytest.approx(expected)
     assert all(entry["achieved"] == pytest.approx(1.0) for entry in report["ratios"][BASELINE].values())
     assert all(entry["limit"] in (None, pytest.approx(1.0)) for entry in report["ratios"][BASELINE].values())
@@ -145,28 +274,48 @@ def test_3b_limits_from_the_token_counts():
     photon, qwen = model_config(spec, "photon"), model_config(spec, BASELINE)
 
     def tokens(entering, after):
-        return {"text": 44, "visual_entering_llm": entering, "visual_after_pruning": after, "text_training": 59, "new_tokens": 32}
+        return {
+            "text": 44,
+            "visual_entering_llm": entering,
+            "visual_after_pruning": after,
+            "text_training": 59,
+            "new_tokens": 32,
+        }
 
-    baseline = costmodel.method_cost(qwen, tokens(7000, 7000), (70, 20, 20), channels=3, its=False)
+    baseline = costmodel.method_cost(qwen, tokens(7000, 7000), (70, 20, 20), channels=3, its=False, value_bytes=2)
     limits = {
-        name: costmodel.limit_ratios(costmodel.method_cost(photon, counts, (10, 20, 20), channels=1, its=its), baseline)
+        name: costmodel.limit_ratios(
+            costmodel.method_cost(photon, counts, (10, 20, 20), channels=1, its=its, value_bytes=2), baseline
+        )
         for name, counts, its in (("photon", tokens(1000, 1000), False), ("its", tokens(1000, 390), True),
                                   ("visionzip", tokens(390, 390), False))
     }  # fmt: skip
     # Same blocks, 1/7 of the patches; only the patch embedding's kernel differs (14^3 vs 3 x 2 x 14^2 voxels).
     assert 1 / 7 < limits["photon"]["vision_s"] < 1 / 7 + 0.002
-    assert limits["visionzip"]["llm_prefill_s"] < limits["its"]["llm_prefill_s"] < limits["photon"]["llm_prefill_s"] < 1 / 7
+    assert (
+        limits["visionzip"]["llm_prefill_s"]
+        < limits["its"]["llm_prefill_s"]
+        < limits["photon"]["llm_prefill_s"]
+        < 1 / 7
+    )
     assert 1 < limits["photon"]["decode_tokens_per_s"] < limits["its"]["decode_tokens_per_s"]
+    # Decoding reads 6.2 GB of bf16 weights per token; the baseline's 7,044-token cache adds 0.26 GB.
+    assert limits["its"]["decode_tokens_per_s"] == pytest.approx(1.04, abs=0.005)
+    assert limits["its"]["decode_flop_limit"] == pytest.approx(1.31, abs=0.005)
 
 
 def test_cost_model_counts_layers_and_attention():
     config = PhotonConfig.from_preset("tiny")
     layers, k = config.text_config.num_hidden_layers, config.its_layer
     linear = costmodel.decoder_linear_per_token(config)
-    width = config.text_config.num_attention_heads * (config.text_config.hidden_size // config.text_config.num_attention_heads)
+    width = config.text_config.num_attention_heads * (
+        config.text_config.hidden_size // config.text_config.num_attention_heads
+    )
     layer = lambda n: n * linear + 4 * n * n * width  # noqa: E731
     head = 2 * config.text_config.hidden_size * config.text_config.vocab_size
-    assert costmodel.language_forward(config, 100, 100, its=False, logits_positions=1) == pytest.approx(layers * layer(100) + head)
+    assert costmodel.language_forward(config, 100, 100, its=False, logits_positions=1) == pytest.approx(
+        layers * layer(100) + head
+    )
     with_its = costmodel.language_forward(config, 100, 40, its=True, logits_positions=1)
     expected = (k + 1) * layer(100) + (layers - k - 1) * layer(40) + costmodel.its_scoring(config, 100) + head
     assert with_its == pytest.approx(expected)
@@ -213,9 +362,45 @@ def test_table_and_plot(report, tmp_path):
     for method in METHODS:
         assert report["methods"][method]["label"] in table
     assert "x (" in table and "ITS overhead" in table
+    assert "overhead / TTFT" in table
+    measured = any(r["figures"].get("follow_up_ttft_s") is not None for r in report["methods"].values())
+    assert ("follow-up / first" in table) == measured
     path = write_plot(report, tmp_path / "bench.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def _table_row(table: str, label: str) -> list[str]:
+    """The cells of ``label``'s row in the follow-up / overhead table (the one with a follow-up column)."""
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if "follow-up / first" in line)
+    row = next(line for line in lines[start:] if line.startswith(label))
+    return row[len(label) :].split()
+
+
+def test_table_with_follow_up_figures(report, spec):
+    """A follow-up TTFT becomes a ratio and a column; a method without one shows "-"."""
+    results = copy.deepcopy(report["methods"])
+    for method, result in results.items():
+        figures = result["figures"]
+        figures.pop("follow_up_ratio", None)
+        figures["follow_up_ttft_s"] = 0.25 * figures["ttft_s"] if method in ("photon", "photon-its") else None
+    with_follow_up = assemble(spec, results)
+    its, base = with_follow_up["methods"]["photon-its"]["figures"], with_follow_up["methods"][BASELINE]["figures"]
+    assert its["follow_up_ratio"] == pytest.approx(0.25)
+    assert "follow_up_ratio" not in base  # no follow-up measured for the baseline here
+    table = format_table(with_follow_up)
+    assert "follow-up TTFT s" in table and "follow-up / first" in table
+    # TTFT s, follow-up TTFT s, follow-up / first, then the overhead columns.
+    assert _table_row(table, "Photon + ITS")[2] == "0.25"
+    assert _table_row(table, results[BASELINE]["label"])[1:3] == ["-", "-"]
+    # Neither follow-up nor overhead (an older worker): the table still renders, without that block.
+    for result in results.values():
+        for name in ("follow_up_ttft_s", "follow_up_ratio"):
+            result["figures"].pop(name, None)
+        result.pop("framework_overhead")
+    bare = format_table(assemble(spec, results))
+    assert "follow-up" not in bare and "overhead / TTFT" not in bare and "Photon + ITS" in bare
 
 
 def test_3b_preset_without_cuda_is_one_line(monkeypatch, capsys):
@@ -230,7 +415,7 @@ def test_3b_preset_without_cuda_is_one_line(monkeypatch, capsys):
 def test_unknown_preset_is_one_line(capsys):
     assert main(["bench", "--preset", "h100"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "cpu, qwen2.5-vl-3b" in lines[0]
+    assert len(lines) == 1 and "cpu, cpu-compute, qwen2.5-vl-3b" in lines[0]
 
 
 def test_cli_end_to_end_with_worker_processes(tmp_path):

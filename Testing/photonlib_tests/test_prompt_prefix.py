@@ -104,7 +104,12 @@ def test_the_cache_holds_one_prefix_and_counts_its_bytes(model):
     config = model.config.text_config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_width = config.num_key_value_heads * head_dim
-    expected_layers = (model.config.its_layer + 1) * 2 * prefix.length * kv_width * 4
-    assert cache.nbytes() == expected_layers + prefix.length * config.hidden_size * 4 + prefix.length * 8
+    early = model.config.its_layer + 1
+    expected_layers = early * 2 * prefix.length * kv_width * 4
+    late = config.num_hidden_layers - early
+    assert 0 < prefix.leading < prefix.length and len(prefix.leading_layers) == late
+    expected_leading = late * 2 * prefix.leading * kv_width * 4
+    hidden = prefix.length * config.hidden_size * 4
+    assert cache.nbytes() == expected_layers + expected_leading + hidden + prefix.length * 8
     _answer(model, _inputs(model, QUESTIONS[1], history=[Turn("Hello?", "Hi.")]), prefix_cache=cache)
     assert cache.prefix is not prefix  # replaced, not added

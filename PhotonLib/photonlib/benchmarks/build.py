@@ -93,7 +93,7 @@ def build_tokenizer(spec: BenchSpec):
         return None  # PhotonProcessor.for_config uses the bundled Qwen tokenizer
     from photonlib.model.tokenizer import train_compact_tokenizer
 
-    return train_compact_tokenizer([spec.question, spec.answer], vocab_size=COMPACT_VOCAB)
+    return train_compact_tokenizer([spec.question, spec.answer, spec.follow_up_question], vocab_size=COMPACT_VOCAB)
 
 
 def model_config(spec: BenchSpec, method: str, tokenizer=None) -> PhotonConfig:

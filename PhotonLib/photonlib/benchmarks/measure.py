@@ -3,8 +3,11 @@
 Order inside one process: build the model and inputs; one untimed prefill that also counts the
 tokens; peak memory of one answer (prefill + decode) and of one training step, each from a
 fresh high-water mark; ``warmup`` + ``repeats`` answers (vision time, time to first token, decode
-time); ``warmup`` + ``repeats`` training steps (forward with labels + backward); one profiled
-answer with a timestamp at every stage boundary; for Photon + ITS, torch.profiler's top ops.
+time); ``warmup`` + ``repeats`` follow-up questions (a second question about the same volume:
+its time to first token with the vision output and the prompt prefix reused); ``warmup`` +
+``repeats`` training steps (forward with labels + backward); one profiled
+answer with a timestamp at every stage boundary; for Photon + ITS, torch.profiler's top ops;
+last, the per-op framework overhead: one profiled prefill's op calls and the cost of one dispatch.
 
 Peak memory:
 
@@ -219,6 +222,99 @@ def torch_profile_top(model, batch: dict[str, torch.Tensor], pruning: dict, devi
     ]
 
 
+# ----------------------------------------------------------------------------- follow-up question
+def follow_up_ttft(model, setup: MethodSetup, synchronize) -> float:
+    """Time to first token of a second, different question about the same volume, as the engine asks it.
+
+    The vision tower's output is kept from the first question (except for vision-stage pruners,
+    which must watch the tower run again), and the first question leaves its prompt prefix
+    through the ITS layer in a :class:`~photonlib.model.prompt_prefix.PrefixCache` that the
+    follow-up reuses. Only the follow-up is timed.
+    """
+    from photonlib.model.prompt_prefix import PrefixCache
+
+    prefix_cache = PrefixCache()
+    vision_stage = setup.pruner.stage == "vision"
+    shared: dict = {"video_grid_thw": setup.inference["video_grid_thw"], "prefix_cache": prefix_cache}
+    with torch.no_grad():
+        if vision_stage:
+            shared["pixel_values"] = setup.inference["pixel_values"]
+        else:
+            shared["visual_embeddings"] = model.model.encode_volumes(
+                setup.inference["pixel_values"], setup.inference["video_grid_thw"]
+            )
+    texts = ("input_ids", "attention_mask")
+    first = {key: setup.inference[key] for key in texts}
+    second = {key: setup.follow_up[key] for key in texts}
+    model.generate(**first, **shared, max_new_tokens=1, eos_token_id=-1, **setup.pruning)
+    synchronize()
+    generation = model.generate(**second, **shared, max_new_tokens=1, eos_token_id=-1, **setup.pruning)
+    if not vision_stage and not generation.prefix_reused:
+        raise RuntimeError("the follow-up question did not reuse the first question's prompt prefix")
+    return generation.timings["vision"] + generation.timings["prefill"]
+
+
+# ----------------------------------------------------------------------------- framework overhead
+DISPATCH_PROBE_OPS = 1000  # torch.add calls per timed batch
+DISPATCH_PROBE_BATCHES = 9  # the median batch is the figure
+
+
+def count_prefill_ops(model, batch: dict[str, torch.Tensor], pruning: dict, synchronize) -> int:
+    """Top-level aten op calls of one prefill (vision tower + language model up to the first logits).
+
+    Counted with torch.profiler (CPU activity): an ``aten::`` event none of whose ancestors is an
+    ``aten::`` event, i.e. one dispatch from Python; the ops an op calls inside (``linear`` ->
+    ``addmm``) are not counted again.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+        model(**batch, use_cache=True, logits_to_keep=1, **pruning)
+        synchronize()
+
+    def nested(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    return sum(1 for event in profiler.events() if event.name.startswith("aten::") and not nested(event))
+
+
+def op_dispatch_seconds(device: str, synchronize) -> float:
+    """The fixed cost of one op dispatch here: median time per ``torch.add`` of two 1-element tensors.
+
+    Runs under ``no_grad`` with the process's thread setting, as the prefill does; each call
+    allocates its 1-element output, as a model's ops do. On CUDA it is the launch rate.
+    """
+    left = torch.ones(1, device=device)
+    right = torch.ones(1, device=device)
+    per_op = []
+    with torch.no_grad():
+        for _ in range(DISPATCH_PROBE_BATCHES):
+            synchronize()
+            started = time.perf_counter()
+            for _ in range(DISPATCH_PROBE_OPS):
+                torch.add(left, right)
+            synchronize()
+            per_op.append((time.perf_counter() - started) / DISPATCH_PROBE_OPS)
+    return float(statistics.median(per_op))
+
+
+def framework_overhead(ops: int, per_op_s: float, ttft_s: float | None) -> dict:
+    """Per-op framework overhead of one prefill: op calls x the fixed cost of one, and its share of TTFT."""
+    seconds = ops * per_op_s
+    return {
+        "ops_per_prefill": ops,
+        "per_op_s": per_op_s,
+        "seconds": seconds,
+        "share_of_ttft": seconds / ttft_s if ttft_s else None,
+        "how": "top-level aten ops of one profiled prefill x median time of one torch.add on 1-element tensors",
+    }
+
+
 # ----------------------------------------------------------------------------- one method
 def run_method(spec: BenchSpec, method: str) -> dict:
     """Every figure of one method (see the module docstring); seconds, MiB."""
@@ -308,6 +404,16 @@ def run_method(spec: BenchSpec, method: str) -> dict:
             errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
         finally:
             clock.close()
+    # Follow-up questions: the same volume, a second question.
+    runs["follow_up_ttft_s"] = []
+    if "inference" not in errors:
+        try:
+            for index in range(spec.warmup + spec.repeats):
+                seconds = follow_up_ttft(model, setup, synchronize)
+                if index >= spec.warmup:
+                    runs["follow_up_ttft_s"].append(seconds)
+        except OUT_OF_MEMORY as error:
+            errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
     _release(spec)
 
     # Training: forward with labels + backward, batch of one.
@@ -352,6 +458,11 @@ def run_method(spec: BenchSpec, method: str) -> dict:
             clock.close()
         if method == "photon-its" and spec.torch_profile:
             result["torch_profile"] = torch_profile_top(model, setup.inference, setup.pruning, spec.device, synchronize)
+    # Per-op framework overhead: op calls of one prefill times the fixed cost of one op dispatch.
+    if "inference" not in errors:
+        ops = count_prefill_ops(model, setup.inference, setup.pruning, synchronize)
+        per_op = op_dispatch_seconds(spec.device, synchronize)
+        result["framework_overhead"] = framework_overhead(ops, per_op, result["figures"].get("ttft_s"))
     return result
 
 

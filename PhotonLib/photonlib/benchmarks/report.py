@@ -26,7 +26,12 @@ def _ratio(entry: dict | None) -> str:
 
 def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(cells, widths))
+        )
+
     return [line(header), line(["-" * width for width in widths]), *(line(row) for row in rows)]
 
 
@@ -55,8 +60,13 @@ def format_table(report: dict) -> str:
             _number(memory.get("train_increase_mib")),
         ])  # fmt: skip
     out += _rows(header, rows)
+    out += _first_token_rows(report, methods)
     if report["ratios"]:
-        out += ["", f"ratio to {report['methods'][BASELINE]['label']}: achieved (limit from token counts)"]
+        out += [
+            "",
+            f"ratio to {report['methods'][BASELINE]['label']}: achieved (limit from token counts; decode: from the "
+            "bytes read per step)",
+        ]
         header = ["method", "TTFT", "LLM prefill", "decode tok/s", "e2e tok/s", "train smp/s", "mem+", "peak"]
         rows = []
         for method in methods:
@@ -76,7 +86,9 @@ def format_table(report: dict) -> str:
             share = "" if name == "decode" else f"  {100 * value / prefill:5.1f}%"
             out.append(f"  {name:<24}{value:9.4f}{share}")
         its = profile["its_overhead_s"]
-        out.append(f"  ITS overhead (scoring + select): {its:.4f} s = {100 * (profile['its_overhead_share_of_prefill'] or 0):.1f}% of prefill")
+        out.append(
+            f"  ITS overhead (scoring + select): {its:.4f} s = {100 * (profile['its_overhead_share_of_prefill'] or 0):.1f}% of prefill"
+        )
         for op in (profile.get("torch_top_ops") or [])[:6]:
             out.append(f"  top op {op['op']:<48}{op['self_ms']:9.2f} ms {100 * op['share']:5.1f}%  x{op['calls']}")
     for method, overhead in report.get("pruning_overhead", {}).items():
@@ -92,6 +104,46 @@ def format_table(report: dict) -> str:
     if report.get("elapsed_s") is not None:
         out += ["", f"took {report['elapsed_s']:.0f} s"]
     return "\n".join(out)
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _first_token_rows(report: dict, methods: list[str]) -> list[str]:
+    """Per method: the follow-up question's TTFT against the first's (when measured) and the per-op
+    framework overhead of one prefill (op calls x the fixed cost of one) as a share of TTFT."""
+    results = [report["methods"][method] for method in methods]
+    follow_up = any(result.get("figures", {}).get("follow_up_ttft_s") is not None for result in results)
+    overhead = any(result.get("framework_overhead") for result in results)
+    if not follow_up and not overhead:
+        return []
+    header = ["method", "TTFT s"]
+    if follow_up:
+        header += ["follow-up TTFT s", "follow-up / first"]
+    if overhead:
+        header += ["prefill ops", "per-op us", "overhead s", "overhead / TTFT"]
+    rows = []
+    for result in results:
+        figures = result.get("figures", {})
+        row = [result["label"], _number(figures.get("ttft_s"))]
+        if follow_up:
+            ratio = figures.get("follow_up_ratio")
+            row += [_number(figures.get("follow_up_ttft_s")), "-" if ratio is None else f"{ratio:.2f}"]
+        if overhead:
+            framework = result.get("framework_overhead") or {}
+            per_op = framework.get("per_op_s")
+            row += [
+                _number(framework.get("ops_per_prefill")), _number(None if per_op is None else per_op * 1e6),
+                _number(framework.get("seconds")), _percent(framework.get("share_of_ttft")),
+            ]  # fmt: skip
+        rows.append(row)
+    title = "time to first token"
+    if follow_up:
+        title += "; follow-up: a second question about the same volume, vision output and prompt prefix reused"
+    if overhead:
+        title += "; overhead: top-level ops of one prefill x one op dispatch"
+    return ["", title, *_rows(header, rows)]
 
 
 def write_json(report: dict, path: str | Path) -> Path:

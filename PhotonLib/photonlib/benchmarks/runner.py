@@ -1,8 +1,9 @@
 """Run every method (one fresh worker process each, or in-process) and assemble the report.
 
 The report (a JSON-serialisable dict, schema ``photonlib.bench/1``) holds per method the token
-counts, the medians and raw runs, peak memory, the per-stage profile, the FLOPs of the cost
-model, and per figure the ratio to the baseline next to the limit the token counts allow.
+counts, the medians and raw runs, peak memory, the per-stage profile, the per-op framework
+overhead, the FLOPs and decode bytes of the cost model, the follow-up question's TTFT ratio when
+measured, and per figure the ratio to the baseline next to the limit the token counts allow.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def check_device(spec: BenchSpec) -> None:
     if not torch.cuda.is_available():
         raise BenchError(
             f"preset {spec.preset} needs a CUDA GPU and torch.cuda.is_available() is False here "
-            f"(torch {torch.__version__}); use --preset cpu on this machine"
+            f"(torch {torch.__version__}); use --preset cpu-compute or cpu on this machine"
         )
 
 
@@ -63,7 +64,9 @@ def run_worker(spec: BenchSpec, method: str) -> dict:
         )  # fmt: skip
         if completed.returncode != 0 or not result_file.exists():
             tail = (completed.stderr or completed.stdout).strip().splitlines()[-12:]
-            raise RuntimeError(f"benchmark worker for {method} failed (exit {completed.returncode}):\n" + "\n".join(tail))
+            raise RuntimeError(
+                f"benchmark worker for {method} failed (exit {completed.returncode}):\n" + "\n".join(tail)
+            )
         return json.loads(result_file.read_text())
 
 
@@ -110,15 +113,24 @@ def assemble(spec: BenchSpec, results: dict[str, dict]) -> dict:
         config = model_config(spec, method, tokenizer)
         grid = config.patch_grid(spec.volume_shape)
         costs[method] = costmodel.method_cost(
-            config, result["tokens"], grid, channels=3 if method == BASELINE else 1, its=method == "photon-its"
-        )
+            config, result["tokens"], grid, channels=3 if method == BASELINE else 1, its=method == "photon-its",
+            value_bytes=costmodel.DTYPE_BYTES[spec.dtype],
+        )  # fmt: skip
         result["cost"] = costs[method]
+        follow_up_ratio(result)
 
     ratios: dict[str, dict] = {}
     if BASELINE in results:
         base = results[BASELINE]
         for method, result in results.items():
             limits = costmodel.limit_ratios(costs[method], costs[BASELINE])
+            base_figures = base.get("figures", {})
+            limits["end_to_end_tokens_per_s"] = costmodel.end_to_end_limit(
+                limits["ttft_s"],
+                limits["decode_tokens_per_s"],
+                base_figures.get("ttft_s"),
+                base_figures.get("decode_s"),
+            )
             # Whole peak: what was resident before (weights, inputs; on a CPU also the runtime) stays,
             # only the baseline's increase scales with the tokens.
             memory = base.get("memory", {})
@@ -138,7 +150,11 @@ def assemble(spec: BenchSpec, results: dict[str, dict]) -> dict:
                     "achieved": achieved,
                     "limit": limit,
                     "fraction_of_limit": costmodel.fraction_of_limit(achieved, limit, kind),
+                    "limit_from": costmodel.LIMIT_BASIS.get(figure),
                 }
+            # The FLOP-only limits of the two figures whose limit is not a FLOP ratio.
+            entries["decode_tokens_per_s"]["flop_limit"] = limits["decode_flop_limit"]
+            entries["end_to_end_tokens_per_s"]["flop_limit"] = limits["end_to_end_flop_limit"]
             ratios[method] = entries
 
     report = {
@@ -164,6 +180,18 @@ def assemble(spec: BenchSpec, results: dict[str, dict]) -> dict:
             "torch_top_ops": its.get("torch_profile"),
         }
     return report
+
+
+def follow_up_ratio(result: dict) -> None:
+    """``figures.follow_up_ratio``: a second question's TTFT over the first's, where both were measured.
+
+    The follow-up is a different question about the same volume that reuses the vision tower's
+    output and the question-independent prompt prefix (see ``measure.py``).
+    """
+    figures = result.get("figures", {})
+    follow_up, first = figures.get("follow_up_ttft_s"), figures.get("ttft_s")
+    if follow_up is not None and first:
+        figures["follow_up_ratio"] = follow_up / first
 
 
 def pruning_overhead(results: dict[str, dict]) -> dict[str, dict]:

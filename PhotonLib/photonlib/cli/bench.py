@@ -1,4 +1,4 @@
-"""``photon bench --preset cpu|qwen2.5-vl-3b``: Photon against the 7,000-token Qwen2.5-VL input, measured side by side."""
+"""``photon bench --preset cpu|cpu-compute|qwen2.5-vl-3b``: Photon against the 7,000-token Qwen2.5-VL input, side by side."""
 
 from __future__ import annotations
 
@@ -16,25 +16,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Measure, in one run on one model shape with random weights: the Qwen2.5-VL-style input "
             "(temporal patch 2 x 14 x 14), Photon without ITS, Photon with ITS and fixed-budget "
             "VisionZip- and HiPrune-style pruning at ITS's budget. Per method: visual tokens, vision time, "
-            "time to first token, decode tokens/s, peak memory, training samples/s, pruning overhead; "
-            "ratios to the baseline next to the limit the token counts allow. See docs/bench.md."
+            "time to first token and a follow-up question's, decode tokens/s, peak memory, "
+            "training samples/s, pruning overhead, per-op framework overhead; ratios to the baseline next to "
+            "the limit the token counts allow. See docs/bench.md."
         ),
     )
     parser.add_argument(
         "--preset", required=True, metavar="PRESET",
-        help="cpu (a scaled-down model, a few minutes on two cores) or qwen2.5-vl-3b (the real shapes, "
-        "bf16, one CUDA GPU)",
+        help="cpu (a scaled-down model, about a minute on two cores), cpu-compute (the same shape twice as "
+        "wide, so compute dominates: the preset for ratios, two to three minutes on two cores) or qwen2.5-vl-3b "
+        "(the real shapes, bf16, one CUDA GPU)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
-    parser.add_argument("--plot", type=Path, metavar="OUT.png", help="plot time and memory against tokens kept (matplotlib)")
+    parser.add_argument(
+        "--plot", type=Path, metavar="OUT.png", help="plot time and memory against tokens kept (matplotlib)"
+    )
     parser.add_argument("--repeats", type=int, metavar="N", help="timed runs per figure (median; preset default 5)")
     parser.add_argument("--warmup", type=int, metavar="N", help="untimed runs first (preset default 1)")
-    parser.add_argument("--new-tokens", type=int, metavar="N", help="tokens decoded per answer, EOS ignored (default 32)")
+    parser.add_argument(
+        "--new-tokens", type=int, metavar="N", help="tokens decoded per answer, EOS ignored (default 32)"
+    )
     parser.add_argument(
         "--keep-ratio", type=float, metavar="R",
         help="share of Photon's visual tokens ITS keeps, and the fixed budgets' (default 0.39: the paper's 0.39K of 1.0K)",
     )  # fmt: skip
-    parser.add_argument("--methods", metavar="LIST", help="comma-separated subset of: qwen2.5-vl,photon,photon-its,visionzip,hiprune")
+    parser.add_argument(
+        "--methods", metavar="LIST", help="comma-separated subset of: qwen2.5-vl,photon,photon-its,visionzip,hiprune"
+    )
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: one per core)")
     parser.add_argument(
         "--in-process", action="store_true",

@@ -200,7 +200,8 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         pruner = pruner if pruner is not None else self.pruner
         pruning_mode = pruning_mode if pruning_mode is not None else config.pruning_mode
         reused, record = None, None
-        if prefix_cache is not None and self._can_share_prefix(input_ids, attention_mask, use_cache, pruner, labels, answer_mask):
+        shareable = self._can_share_prefix(input_ids, attention_mask, use_cache, logits_to_keep, pruner, labels, answer_mask)
+        if prefix_cache is not None and shareable:
             reused = prefix_cache.lookup(input_ids)
             length = prefix_length(input_ids, config.vision_end_token_id) if reused is None else None
             record = input_ids[0, :length] if length is not None and length < input_ids.shape[1] else None
@@ -293,11 +294,13 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             prefix_reused=reused is not None,
         )
 
-    def _can_share_prefix(self, input_ids, attention_mask, use_cache, pruner, labels, answer_mask) -> bool:
+    def _can_share_prefix(self, input_ids, attention_mask, use_cache, logits_to_keep, pruner, labels, answer_mask) -> bool:
         """A prompt prefix is shared by inference prefills of one unpadded prompt whose visual tokens
-        all reach the language model (a vision-stage pruner drops some before it)."""
+        all reach the language model (a vision-stage pruner drops some before it) and that want
+        the last positions' logits only (the later layers skip the text before the volume)."""
         return (
             use_cache
+            and logits_to_keep > 0
             and not self.training
             and labels is None
             and answer_mask is None

@@ -5,12 +5,15 @@ assistant:``. Everything up to ``<|vision_end|>`` (the *prefix*) is the same for
 about a volume, and attention is causal, so in decoder layers 0..k (up to and including the ITS
 layer) its keys, values and hidden states do not depend on the question: ITS has not decided
 yet, every token still sees every earlier token. After layer k they do depend on it (the
-question decides which visual tokens the later layers keep), so those layers always run again.
+question decides which visual tokens the later layers keep), so those layers run again, except
+for the text before the volume (the system prompt and the turn's start): it attends only to
+itself and is always kept, so its keys and values are the same in every layer.
 
 :class:`PromptPrefix` holds that state: the keys and values of layers 0..k and the hidden states
-leaving layer k, for the prefix's tokens. A second question then runs only its own tokens through
-layers 0..k, attending to the saved keys and values, and continues exactly as a prompt computed
-from scratch (``Testing/photonlib_tests/test_prompt_prefix.py`` checks answers and kept tokens
+leaving layer k, for the prefix's tokens, and the later layers' keys and values of the text before
+the volume. A second question then runs only its own tokens through layers 0..k, attending to the
+saved keys and values, the later layers skip the leading text, and the result is exactly that of
+a prompt computed from scratch (``Testing/photonlib_tests/test_prompt_prefix.py`` checks answers and kept tokens
 are the same, token for token).
 
 :class:`PrefixCache` keeps at most one prefix (the latest), so its memory is bounded by one
@@ -20,7 +23,7 @@ volume's memory (``--cache-mb``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,13 +35,22 @@ class PromptPrefix:
     input_ids: torch.Tensor  # (P,) the prefix's token ids: a later prompt must start with exactly these
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # layers 0..k: keys, values (1, kv_heads, P, head_dim)
     hidden: torch.Tensor  # (1, P, D) hidden states leaving layer k
+    # Layers k+1..L-1: keys, values (1, kv_heads, S, head_dim) of the S tokens before the volume
+    # (system prompt, the turn's start): they attend only to themselves and are always kept.
+    leading_layers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def leading(self) -> int:
+        """Tokens before the volume that the later layers take from here."""
+        return int(self.leading_layers[0][0].shape[-2]) if self.leading_layers else 0
 
     @property
     def length(self) -> int:
         return int(self.input_ids.shape[0])
 
     def nbytes(self) -> int:
-        tensors = [self.input_ids, self.hidden, *(part for layer in self.layers for part in layer)]
+        layers = [*self.layers, *self.leading_layers]
+        tensors = [self.input_ids, self.hidden, *(part for layer in layers for part in layer)]
         return int(sum(t.element_size() * t.nelement() for t in tensors))
 
     def matches(self, input_ids: torch.Tensor) -> bool:

@@ -138,36 +138,45 @@ class PhotonTextModel(qwen.QwenTextModel):
                 recorded = self._prefix_state(record_prefix, hidden, cache)
             if prefix is not None:
                 hidden = torch.cat([prefix.hidden, hidden], dim=1)
-                # The later layers run on the whole prompt (their caches are empty): its own mask.
-                mask = qwen.causal_mask(self.config, hidden, attention_mask, cache, layer_idx=index + 1)
-            if not scheduling:
-                continue
-            if selection is None:
-                scoring_inputs = self._scoring_inputs(
-                    layer, index, layer_input, early_rotary, cache, instruction_mask, visual_mask, start
-                )
-                selection = pruner.select(scoring_inputs)
-                selection = _adjust_for_training(selection, frozen_keep, flipped_keep if pruning_mode == "hard" else None)
-            probability_full = scatter_visual(visual_mask, selection.keep_probability.float())
-            if pruning_mode == "soft":
-                factor = torch.where(visual_mask, probability_full, torch.ones_like(probability_full))
-                hidden = hidden * factor.unsqueeze(-1).to(hidden.dtype)
-            elif pruning_mode == "hard":
-                presence = attention_mask.bool() & (~visual_mask | scatter_visual(visual_mask, selection.keep))
-                kept = kept_positions(presence)
-                hidden = gather_kept_tokens(
-                    hidden, kept, probability_full if self.training else None, visual_mask, straight_through=straight_through
-                )
-                attention_mask = (kept >= 0).long()
-                position_ids = gather_position_rows(position_ids, kept)
-                rotary = tuple(gather_positions(part, kept) for part in rotary)
-                if cache is not None:
-                    qwen.compact_cache(cache, index + 1, partial(gather_positions, positions=kept))
-                # Size the mask from the next layer's (still empty) cache, not layer 0's pruned one.
+            if scheduling:
+                if selection is None:
+                    scoring_inputs = self._scoring_inputs(
+                        layer, index, layer_input, early_rotary, cache, instruction_mask, visual_mask, start
+                    )
+                    selection = pruner.select(scoring_inputs)
+                    selection = _adjust_for_training(
+                        selection, frozen_keep, flipped_keep if pruning_mode == "hard" else None
+                    )
+                probability_full = scatter_visual(visual_mask, selection.keep_probability.float())
+                if pruning_mode == "soft":
+                    factor = torch.where(visual_mask, probability_full, torch.ones_like(probability_full))
+                    hidden = hidden * factor.unsqueeze(-1).to(hidden.dtype)
+                elif pruning_mode == "hard":
+                    presence = attention_mask.bool() & (~visual_mask | scatter_visual(visual_mask, selection.keep))
+                    kept = kept_positions(presence)
+                    hidden = gather_kept_tokens(
+                        hidden, kept, probability_full if self.training else None, visual_mask,
+                        straight_through=straight_through,
+                    )  # fmt: skip
+                    attention_mask = (kept >= 0).long()
+                    position_ids = gather_position_rows(position_ids, kept)
+                    rotary = tuple(gather_positions(part, kept) for part in rotary)
+                    if cache is not None:
+                        qwen.compact_cache(cache, index + 1, partial(gather_positions, positions=kept))
+            if prefix is not None and prefix.leading_layers:
+                # The text before the volume attends only to itself, in every layer: the later
+                # layers take its keys and values from the prefix and run on the rest.
+                qwen.seed_cache(cache, prefix.leading_layers, first_layer=index + 1)
+                hidden = hidden[:, prefix.leading :]
+                rotary = tuple(part[:, prefix.leading :] for part in rotary)
+            if kept is not None or prefix is not None:
+                # Size the mask from the next layer's cache, not layer 0's (pruned or seeded) one.
                 mask = qwen.causal_mask(
                     self.config, hidden, attention_mask, cache, layer_idx=index + 1 if cache is not None else None
                 )
 
+        if recorded is not None:
+            recorded.leading_layers = self._leading_state(recorded, visual_mask, cache)
         return PhotonTextOutput(
             last_hidden_state=self.norm(hidden),
             cache=cache,
@@ -199,6 +208,15 @@ class PhotonTextModel(qwen.QwenTextModel):
             keys, values = qwen.cached_layer(cache, index)
             layers.append((keys[:, :, :length].clone(), values[:, :, :length].clone()))
         return PromptPrefix(input_ids=prefix_ids.clone(), layers=layers, hidden=hidden[:, :length].clone())
+
+    def _leading_state(self, recorded: PromptPrefix, visual_mask: torch.Tensor, cache) -> list:
+        """Layers k+1..L-1's keys and values of the text before the volume (always kept, first)."""
+        leading = int(visual_mask[0].int().argmax())  # the first visual token's index
+        layers = []
+        for index in range(self.its_layer + 1, len(self.layers)):
+            keys, values = qwen.cached_layer(cache, index)
+            layers.append((keys[:, :, :leading].clone(), values[:, :, :leading].clone()))
+        return layers
 
     @torch.no_grad()
     def _prompt_scoring_inputs(self, hidden, mask, rotary, instruction_mask, visual_mask) -> LanguageStageInputs:

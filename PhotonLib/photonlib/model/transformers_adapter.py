@@ -489,13 +489,13 @@ def cached_layer(cache: DynamicCache, layer: int) -> tuple[torch.Tensor, torch.T
     return cache.layers[layer].keys, cache.layers[layer].values
 
 
-def seed_cache(cache: DynamicCache, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Start layers ``0..len(layers)-1`` of an empty cache with the given keys and values.
+def seed_cache(cache: DynamicCache, layers: list[tuple[torch.Tensor, torch.Tensor]], first_layer: int = 0) -> None:
+    """Start layers ``first_layer..`` (one per entry) of an empty cache with the given keys and values.
 
     The tensors are not written to afterwards (appending concatenates into new tensors), so a
     saved prompt prefix can seed any number of caches.
     """
-    for index, (keys, values) in enumerate(layers):
+    for index, (keys, values) in enumerate(layers, start=first_layer):
         cache.update(keys, values, index)
 
 
