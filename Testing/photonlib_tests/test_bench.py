@@ -435,3 +435,29 @@ def test_cli_end_to_end_with_worker_processes(tmp_path):
     assert data["ratios"] == {}  # no baseline in this run, so no ratios
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "Photon + ITS" in completed.stdout
+
+
+def test_methods_are_timed_round_by_round_in_one_process(monkeypatch):
+    """Interleaved: round r of every method before round r + 1, so a slow spell of the machine
+    hits every method alike; memory is still measured per method."""
+    from photonlib.benchmarks import measure
+
+    order = []
+    answer = measure.TimingRounds.answer
+
+    def recording(self, record):
+        order.append(self.setup.pruner.name)
+        return answer(self, record)
+
+    monkeypatch.setattr(measure.TimingRounds, "answer", recording)
+    spec = preset("tiny", repeats=2, warmup=1, threads=1, isolate=False, methods=("photon", "photon-its"))
+    report = run_bench(spec)
+    # NoPruner is "off" for photon, ITS is "its": three rounds (one warm-up), alternating.
+    assert order == ["off", "its"] * 3
+    for result in report["methods"].values():
+        assert result["timed"].startswith("interleaved")
+        assert len(result["runs"]["ttft_s"]) == len(result["runs"]["follow_up_ttft_s"]) == 2
+        assert result["memory"]["inference_peak_mib"] > 0
+    order.clear()
+    sequential = run_bench(spec.replace(interleave=False))
+    assert order == ["off"] * 3 + ["its"] * 3 and "timed" not in sequential["methods"]["photon"]

@@ -316,8 +316,11 @@ def framework_overhead(ops: int, per_op_s: float, ttft_s: float | None) -> dict:
 
 
 # ----------------------------------------------------------------------------- one method
-def run_method(spec: BenchSpec, method: str) -> dict:
-    """Every figure of one method (see the module docstring); seconds, MiB."""
+def run_method(spec: BenchSpec, method: str, timings: bool = True) -> dict:
+    """Every figure of one method (see the module docstring); seconds, MiB.
+
+    ``timings=False`` leaves the timed rounds to :func:`run_interleaved` (empty ``runs``).
+    """
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     setup: MethodSetup = setup_method(spec, method)
@@ -382,68 +385,19 @@ def run_method(spec: BenchSpec, method: str) -> dict:
     result["memory"] = memory
     _release(spec)
 
-    # Answers: vision, time to first token, decode.
-    runs: dict[str, list[float]] = {"vision_s": [], "ttft_s": [], "llm_prefill_s": [], "decode_s": []}
-    if "inference" not in errors:
-        clock = StageClock(model, synchronize)
+    # Timings: answers (vision, time to first token, decode), follow-ups, training steps.
+    runs = empty_runs()
+    if timings:
+        rounds = TimingRounds(spec, setup, synchronize, runs, errors)
         try:
             for index in range(spec.warmup + spec.repeats):
-                clock.start()
-                generation = _generate(model, setup.inference, spec.new_tokens, setup.pruning)
-                if generation.sequences.shape[1] != spec.new_tokens:
-                    raise RuntimeError(f"decoded {generation.sequences.shape[1]} tokens, expected {spec.new_tokens}")
-                if index < spec.warmup:
-                    continue
-                vision = clock.vision_seconds()
-                ttft = generation.timings["vision"] + generation.timings["prefill"]
-                runs["vision_s"].append(vision)
-                runs["ttft_s"].append(ttft)
-                runs["llm_prefill_s"].append(ttft - vision)
-                runs["decode_s"].append(generation.timings["decode"])
-        except OUT_OF_MEMORY as error:
-            errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
+                rounds.answer(record=index >= spec.warmup)
+            for index in range(spec.warmup + spec.repeats):
+                rounds.train(record=index >= spec.warmup)
         finally:
-            clock.close()
-    # Follow-up questions: the same volume, a second question.
-    runs["follow_up_ttft_s"] = []
-    if "inference" not in errors:
-        try:
-            for index in range(spec.warmup + spec.repeats):
-                seconds = follow_up_ttft(model, setup, synchronize)
-                if index >= spec.warmup:
-                    runs["follow_up_ttft_s"].append(seconds)
-        except OUT_OF_MEMORY as error:
-            errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
-    _release(spec)
-
-    # Training: forward with labels + backward, batch of one.
-    runs["train_step_s"] = []
-    if "train" not in errors:
-        model.train()
-        try:
-            for index in range(spec.warmup + spec.repeats):
-                synchronize()
-                started = time.perf_counter()
-                train_step(model, setup.training, setup.pruning)
-                synchronize()
-                if index >= spec.warmup:
-                    runs["train_step_s"].append(time.perf_counter() - started)
-        except OUT_OF_MEMORY as error:
-            errors["train"] = f"out of memory: {str(error).splitlines()[0][:200]}"
-            model.zero_grad(set_to_none=True)
-        model.eval()
-    _release(spec)
-
-    batch_size = int(setup.training["input_ids"].shape[0])
-    figures = {name: median(values) for name, values in runs.items()}
-    decode = figures["decode_s"]
-    ttft = figures["ttft_s"]
-    figures["decode_tokens_per_s"] = (spec.new_tokens - 1) / decode if decode else None
-    figures["end_to_end_tokens_per_s"] = spec.new_tokens / (ttft + decode) if decode and ttft else None
-    step = figures["train_step_s"]
-    figures["train_samples_per_s"] = batch_size / step if step else None
-    result["figures"] = figures
+            rounds.close()
     result["runs"] = runs
+    result["figures"] = figures_from_runs(spec, runs, int(setup.training["input_ids"].shape[0]))
 
     # One profiled answer: where the prefill's time goes.
     if "inference" not in errors:
@@ -464,6 +418,112 @@ def run_method(spec: BenchSpec, method: str) -> dict:
         per_op = op_dispatch_seconds(spec.device, synchronize)
         result["framework_overhead"] = framework_overhead(ops, per_op, result["figures"].get("ttft_s"))
     return result
+
+
+# ----------------------------------------------------------------------------- timed rounds
+TIMED_RUNS = ("vision_s", "ttft_s", "llm_prefill_s", "decode_s", "follow_up_ttft_s", "train_step_s")
+
+
+def empty_runs() -> dict[str, list[float]]:
+    return {name: [] for name in TIMED_RUNS}
+
+
+class TimingRounds:
+    """The timed work of one method, one round at a time: an answer and a follow-up question, or a
+    training step. Out-of-memory ends that kind of round for the method (recorded in ``errors``)."""
+
+    def __init__(self, spec: BenchSpec, setup: MethodSetup, synchronize, runs: dict, errors: dict) -> None:
+        self.spec, self.setup, self.synchronize = spec, setup, synchronize
+        self.runs, self.errors = runs, errors
+        self.clock = StageClock(setup.model, synchronize)
+
+    def answer(self, record: bool) -> None:
+        """One answer (vision, time to first token, decode), then one follow-up question."""
+        if "inference" in self.errors:
+            return
+        model, setup, spec = self.setup.model, self.setup, self.spec
+        try:
+            self.clock.start()
+            generation = _generate(model, setup.inference, spec.new_tokens, setup.pruning)
+            if generation.sequences.shape[1] != spec.new_tokens:
+                raise RuntimeError(f"decoded {generation.sequences.shape[1]} tokens, expected {spec.new_tokens}")
+            follow_up = follow_up_ttft(model, setup, self.synchronize)
+        except OUT_OF_MEMORY as error:
+            self.errors["inference"] = f"out of memory: {str(error).splitlines()[0][:200]}"
+            _release(spec)
+            return
+        if record:
+            vision = self.clock.vision_seconds()
+            ttft = generation.timings["vision"] + generation.timings["prefill"]
+            self.runs["vision_s"].append(vision)
+            self.runs["ttft_s"].append(ttft)
+            self.runs["llm_prefill_s"].append(ttft - vision)
+            self.runs["decode_s"].append(generation.timings["decode"])
+            self.runs["follow_up_ttft_s"].append(follow_up)
+
+    def train(self, record: bool) -> None:
+        """One training step: forward with labels + backward, batch of one."""
+        if "train" in self.errors:
+            return
+        model = self.setup.model
+        model.train()
+        try:
+            self.synchronize()
+            started = time.perf_counter()
+            train_step(model, self.setup.training, self.setup.pruning)
+            self.synchronize()
+            if record:
+                self.runs["train_step_s"].append(time.perf_counter() - started)
+        except OUT_OF_MEMORY as error:
+            self.errors["train"] = f"out of memory: {str(error).splitlines()[0][:200]}"
+            model.zero_grad(set_to_none=True)
+        finally:
+            model.eval()
+
+    def close(self) -> None:
+        self.clock.close()
+        _release(self.spec)
+
+
+def figures_from_runs(spec: BenchSpec, runs: dict[str, list[float]], batch_size: int) -> dict:
+    """Medians of the timed runs and the rates derived from them."""
+    figures = {name: median(values) for name, values in runs.items()}
+    decode, ttft, step = figures["decode_s"], figures["ttft_s"], figures["train_step_s"]
+    figures["decode_tokens_per_s"] = (spec.new_tokens - 1) / decode if decode else None
+    figures["end_to_end_tokens_per_s"] = spec.new_tokens / (ttft + decode) if decode and ttft else None
+    figures["train_samples_per_s"] = batch_size / step if step else None
+    return figures
+
+
+def run_interleaved(spec: BenchSpec, methods: list[str]) -> dict[str, dict]:
+    """The timed rounds of every method in one process, interleaved: round r of every method, then
+    round r + 1. A slow spell of the machine (another tenant, a frequency change) then hits every
+    method alike instead of whichever happened to run then, so the ratios stay put.
+
+    Returns per method ``runs``, ``figures`` and ``errors``. Memory is not measured here (the
+    models share one heap); :func:`run_method` measures it in a process of its own.
+    """
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    synchronize = torch.cuda.synchronize if spec.device == "cuda" else (lambda: None)
+    setups = {method: setup_method(spec, method) for method in methods}
+    outcome = {method: {"runs": empty_runs(), "errors": {}} for method in methods}
+    rounds = {
+        method: TimingRounds(spec, setups[method], synchronize, outcome[method]["runs"], outcome[method]["errors"])
+        for method in methods
+    }
+    try:
+        for kind in ("answer", "train"):
+            for index in range(spec.warmup + spec.repeats):
+                for method in methods:
+                    getattr(rounds[method], kind)(record=index >= spec.warmup)
+    finally:
+        for timed in rounds.values():
+            timed.close()
+    for method in methods:
+        batch_size = int(setups[method].training["input_ids"].shape[0])
+        outcome[method]["figures"] = figures_from_runs(spec, outcome[method]["runs"], batch_size)
+    return outcome
 
 
 def _release(spec: BenchSpec) -> None:

@@ -53,8 +53,11 @@ def check_device(spec: BenchSpec) -> None:
         )
 
 
+INTERLEAVED = "interleaved"  # the worker's name for the interleaved timed rounds of every method
+
+
 def run_worker(spec: BenchSpec, method: str) -> dict:
-    """One method in a fresh Python process (``python -m photonlib.benchmarks.worker``)."""
+    """One method (or ``INTERLEAVED``) in a fresh Python process (``python -m photonlib.benchmarks.worker``)."""
     with tempfile.TemporaryDirectory(prefix="photon-bench-") as folder:
         spec_file, result_file = Path(folder) / "spec.json", Path(folder) / "result.json"
         spec_file.write_text(json.dumps(spec.to_dict()))
@@ -76,17 +79,29 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None, co
     say = progress or (lambda _message: None)
     started = time.perf_counter()
     results: dict[str, dict] = {}
-    for method in [m for m in METHODS if m in spec.methods]:
-        say(f"measuring {method} ...")
+    methods = [m for m in METHODS if m in spec.methods]
+    for method in methods:
+        say(f"measuring {method} ..." if not spec.interleave else f"measuring {method}'s tokens, memory and profile ...")
         method_started = time.perf_counter()
         if spec.isolate:
             results[method] = run_worker(spec, method)
         else:
             from photonlib.benchmarks.measure import run_method
 
-            results[method] = run_method(spec, method)
+            results[method] = run_method(spec, method, timings=not spec.interleave)
         results[method]["wall_s"] = time.perf_counter() - method_started
         say(f"measured {method} in {results[method]['wall_s']:.1f} s")
+    if spec.interleave:
+        say(f"timing {', '.join(methods)}, interleaved round by round ...")
+        timing_started = time.perf_counter()
+        if spec.isolate:
+            timed = run_worker(spec, INTERLEAVED)
+        else:
+            from photonlib.benchmarks.measure import run_interleaved
+
+            timed = run_interleaved(spec, methods)
+        merge_timings(results, timed)
+        say(f"timed in {time.perf_counter() - timing_started:.1f} s")
     from photonlib.benchmarks.measure import machine_info
 
     report = assemble(spec, results)
@@ -95,6 +110,19 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None, co
     report["machine"] = machine_info(spec.device, spec.threads)
     report["elapsed_s"] = time.perf_counter() - started
     return report
+
+
+def merge_timings(results: dict[str, dict], timed: dict[str, dict]) -> None:
+    """Put the interleaved rounds' runs and figures into each method's result."""
+    for method, outcome in timed.items():
+        result = results[method]
+        result["runs"], result["figures"] = outcome["runs"], outcome["figures"]
+        result["errors"].update(outcome["errors"])
+        result["timed"] = "interleaved with the other methods, in one process"
+        overhead = result.get("framework_overhead")
+        if overhead is not None:
+            ttft = outcome["figures"].get("ttft_s")
+            overhead["share_of_ttft"] = overhead["seconds"] / ttft if ttft else None
 
 
 def figure_value(result: dict, figure: str) -> float | None:

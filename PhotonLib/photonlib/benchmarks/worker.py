@@ -1,6 +1,7 @@
 """Worker process of ``photon bench``: ``python -m photonlib.benchmarks.worker SPEC.json METHOD OUT.json``.
 
 Each method runs in a fresh process so that its peak memory is its own (see ``measure.py``).
+METHOD ``interleaved`` runs the timed rounds of every method of the spec in one process.
 """
 
 from __future__ import annotations
@@ -9,14 +10,19 @@ import json
 import sys
 from pathlib import Path
 
+INTERLEAVED = "interleaved"
+
 
 def main(argv: list[str]) -> int:
     spec_file, method, out_file = argv
-    from photonlib.benchmarks.measure import run_method
-    from photonlib.benchmarks.spec import BenchSpec
+    from photonlib.benchmarks.measure import run_interleaved, run_method
+    from photonlib.benchmarks.spec import METHODS, BenchSpec
 
     spec = BenchSpec.from_dict(json.loads(Path(spec_file).read_text()))
-    result = run_method(spec, method)
+    if method == INTERLEAVED:
+        result = run_interleaved(spec, [m for m in METHODS if m in spec.methods])
+    else:
+        result = run_method(spec, method, timings=not spec.interleave)
     Path(out_file).write_text(json.dumps(result))
     return 0
 
