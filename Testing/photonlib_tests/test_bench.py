@@ -445,9 +445,9 @@ def test_methods_are_timed_round_by_round_in_one_process(monkeypatch):
     order = []
     answer = measure.TimingRounds.answer
 
-    def recording(self, record):
+    def recording(self, record, rewarm=False):
         order.append(self.setup.pruner.name)
-        return answer(self, record)
+        return answer(self, record, rewarm)
 
     monkeypatch.setattr(measure.TimingRounds, "answer", recording)
     spec = preset("tiny", repeats=2, warmup=1, threads=1, isolate=False, methods=("photon", "photon-its"))

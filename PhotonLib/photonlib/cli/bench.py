@@ -48,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--in-process", action="store_true",
         help="measure every method in this process (faster; CPU peak memory is then less clean than one fresh process per method)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sequential", action="store_true",
+        help="time one method after the other instead of interleaving their rounds in one process "
+        "(the qwen2.5-vl-3b preset's default: five 3B models do not fit one GPU together)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     spec = preset(
         args.preset, repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, keep_ratio=args.keep_ratio,
         methods=methods, threads=args.threads, isolate=False if args.in_process else None,
+        interleave=False if args.sequential else None,
     )  # fmt: skip
     command = "photon " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     report = run_bench(spec, progress=lambda message: print(message, file=sys.stderr, flush=True), command=command)
