@@ -461,3 +461,29 @@ def test_methods_are_timed_round_by_round_in_one_process(monkeypatch):
     order.clear()
     sequential = run_bench(spec.replace(interleave=False))
     assert order == ["off"] * 3 + ["its"] * 3 and "timed" not in sequential["methods"]["photon"]
+
+
+def test_follow_up_flops_hand_computed():
+    """Layers 0..k: the new tokens against the whole prompt; later layers: kept visual tokens and
+    the text after the leading part against all kept tokens; then one row of logits."""
+    config = PhotonConfig.from_preset("tiny")
+    text = config.text_config
+    layers, k = text.num_hidden_layers, config.its_layer
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    q, kv, h, inter = text.num_attention_heads * head_dim, text.num_key_value_heads * head_dim, text.hidden_size, text.intermediate_size
+    linear = 2 * (h * q + 2 * h * kv + q * h + 3 * h * inter)
+    tokens = {"visual_entering_llm": 64, "visual_after_pruning": 20}
+    shape = {"new": 12, "prefix": 80, "leading": 10, "text": 28}
+    early = (k + 1) * (12 * linear + 4 * 12 * 92 * q)
+    late = (layers - k - 1) * (38 * linear + 4 * 38 * 48 * q)
+    expected = early + late + 2 * h * text.vocab_size
+    assert costmodel.follow_up_flops(config, tokens, shape, its=True) == pytest.approx(expected)
+    without_its = costmodel.follow_up_flops(config, tokens, shape, its=False)
+    assert without_its > expected  # every visual token runs through the later layers again
+
+
+def test_follow_up_limit_is_reported(report):
+    figures = report["methods"]["photon-its"]["figures"]
+    assert 0 < figures["follow_up_limit"] < 1
+    assert f"({figures['follow_up_limit']:.2f})" in format_table(report)
+    assert "follow_up_limit" not in report["methods"]["visionzip"]["figures"]

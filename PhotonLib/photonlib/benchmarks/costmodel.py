@@ -170,6 +170,26 @@ def method_cost(
     }
 
 
+def follow_up_flops(config: PhotonConfig, tokens: dict, follow_up: dict, its: bool) -> float:
+    """FLOPs of a follow-up question's prefill that reuses the first one's prompt prefix.
+
+    ``follow_up``: ``new`` tokens after the prefix of ``prefix`` tokens, ``leading`` tokens before
+    the volume, ``text`` text tokens of the whole follow-up prompt. Layers 0..k run the new tokens
+    (attending to the whole prompt); the later layers run the kept visual tokens and the text
+    after the leading part (attending to all of it); no vision tower.
+    """
+    text_config = config.text_config
+    layers, k = text_config.num_hidden_layers, config.its_layer
+    linear, width = decoder_linear_per_token(config), _query_width(config)
+    new, prompt = follow_up["new"], follow_up["prefix"] + follow_up["new"]
+    visual = tokens["visual_after_pruning"] if its else tokens["visual_entering_llm"]
+    late_keys = visual + follow_up["text"]
+    late_queries = late_keys - follow_up["leading"]
+    early = (k + 1) * (new * linear + 4.0 * new * prompt * width)
+    late = (layers - k - 1) * (late_queries * linear + 4.0 * late_queries * late_keys * width)
+    return early + late + 2.0 * text_config.hidden_size * text_config.vocab_size
+
+
 #: figure -> (cost key, "time" if lower is better and proportional to cost, "rate" if inverse).
 #: ``decode_flop_limit`` and ``end_to_end_flop_limit`` are the FLOP-only ratios of the two
 #: figures whose limit is not a FLOP ratio (decode: bytes; whole answer: see :func:`end_to_end_limit`).

@@ -128,8 +128,9 @@ def _first_token_rows(report: dict, methods: list[str]) -> list[str]:
         figures = result.get("figures", {})
         row = [result["label"], _number(figures.get("ttft_s"))]
         if follow_up:
-            ratio = figures.get("follow_up_ratio")
-            row += [_number(figures.get("follow_up_ttft_s")), "-" if ratio is None else f"{ratio:.2f}"]
+            ratio, limit = figures.get("follow_up_ratio"), figures.get("follow_up_limit")
+            shown = "-" if ratio is None else f"{ratio:.2f}" + (f" ({limit:.2f})" if limit is not None else "")
+            row += [_number(figures.get("follow_up_ttft_s")), shown]
         if overhead:
             framework = result.get("framework_overhead") or {}
             per_op = framework.get("per_op_s")
@@ -140,7 +141,7 @@ def _first_token_rows(report: dict, methods: list[str]) -> list[str]:
         rows.append(row)
     title = "time to first token"
     if follow_up:
-        title += "; follow-up: a second question about the same volume, vision output and prompt prefix reused"
+        title += "; follow-up: a second question about the same volume, vision output and prompt prefix reused (limit from token counts)"
     if overhead:
         title += "; overhead: top-level ops of one prefill x one op dispatch"
     return ["", title, *_rows(header, rows)]

@@ -146,6 +146,11 @@ def assemble(spec: BenchSpec, results: dict[str, dict]) -> dict:
         )  # fmt: skip
         result["cost"] = costs[method]
         follow_up_ratio(result)
+        if method not in ("visionzip", "hiprune"):  # vision-stage pruners share no prefix: limit 1
+            shape = follow_up_shape(spec, config, tokenizer, grid)
+            follow_up = costmodel.follow_up_flops(config, result["tokens"], shape, its=method == "photon-its")
+            costs[method]["follow_up_flops"] = follow_up
+            result["figures"]["follow_up_limit"] = follow_up / costs[method]["ttft_flops"]
 
     ratios: dict[str, dict] = {}
     if BASELINE in results:
@@ -208,6 +213,25 @@ def assemble(spec: BenchSpec, results: dict[str, dict]) -> dict:
             "torch_top_ops": its.get("torch_profile"),
         }
     return report
+
+
+def follow_up_shape(spec: BenchSpec, config, tokenizer, grid) -> dict:
+    """Token counts of the follow-up prompt that decide its prefill: new tokens after the shared
+    prefix, the prefix, the text before the volume and all its text tokens."""
+    from photonlib.model import PhotonProcessor
+    from photonlib.model.prompt_prefix import prefix_length
+    from photonlib.volume import PreprocessConfig
+
+    processor = PhotonProcessor.for_config(config, PreprocessConfig(model_grid=spec.volume_shape), tokenizer)
+    ids = processor.prompt_inputs(grid, spec.follow_up_question)["input_ids"]
+    prefix = prefix_length(ids, config.vision_end_token_id)
+    visual = ids[0] == config.video_token_id
+    return {
+        "new": int(ids.shape[1]) - prefix,
+        "prefix": prefix,
+        "leading": int(visual.int().argmax()),
+        "text": int((~visual).sum()),
+    }
 
 
 def follow_up_ratio(result: dict) -> None:
