@@ -170,6 +170,9 @@ PRESETS: dict[str, BenchSpec] = {
     "cpu-compute": BenchSpec(
         preset="cpu-compute",
         model_preset="small",
+        # Nine rounds: on a shared two-core machine a decode step of one model swings by 10 to 15 %
+        # within a minute, and the ratios are judged here.
+        repeats=9,
         text=_text(hidden=512, layers=8, heads=8, kv_heads=2, intermediate=2752, mrope=[8, 12, 12]),
         vision=_vision(depth=4, hidden=256, heads=4, intermediate=684, out=512, full_attention=[1, 3]),
         volume_shape=(140, 112, 112),
