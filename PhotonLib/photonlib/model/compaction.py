@@ -39,8 +39,9 @@ def gather_positions(values: torch.Tensor, positions: torch.Tensor, fill: float 
 
 
 def gather_position_rows(position_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Gather (3, B, L) M-RoPE position ids at (B, M) slots (padding slots get 0)."""
-    return torch.stack([gather_positions(row.unsqueeze(-1), positions).squeeze(-1) for row in position_ids])
+    """Gather (3, B, L) M-RoPE position ids at (B, M) slots (padding slots get 0), all rows at once."""
+    index = positions.clamp_min(0).unsqueeze(0).expand(position_ids.shape[0], -1, -1)
+    return torch.gather(position_ids, 2, index).masked_fill(positions.unsqueeze(0) < 0, 0)
 
 
 def compose_kept(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:

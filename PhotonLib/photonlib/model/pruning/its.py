@@ -72,9 +72,10 @@ def threshold_features(raw_scores: torch.Tensor) -> torch.Tensor:
     u = torch.nan_to_num(raw_scores.float(), nan=0.0, posinf=1e8, neginf=-1e8)
     s = min_max_normalize(u)
     signed_log = torch.sign(u) * torch.log1p(u.abs())
+    quartile, median = torch.quantile(s, torch.tensor([0.25, 0.5], device=s.device), dim=1)  # one sort
     features = [
         s.mean(dim=1), s.std(dim=1, unbiased=False), s.amin(dim=1), s.amax(dim=1),
-        torch.quantile(s, 0.25, dim=1), torch.quantile(s, 0.5, dim=1),
+        quartile, median,
         u.mean(dim=1), u.std(dim=1, unbiased=False), u.amin(dim=1), u.amax(dim=1),
         signed_log.mean(dim=1), signed_log.amax(dim=1),
     ]  # fmt: skip
