@@ -176,7 +176,7 @@ class PhotonTextModel(qwen.QwenTextModel):
                 )
 
         if recorded is not None:
-            recorded.leading_layers = self._leading_state(recorded, visual_mask, cache)
+            recorded.leading_layers = self._leading_state(visual_mask, cache)
         return PhotonTextOutput(
             last_hidden_state=self.norm(hidden),
             cache=cache,
@@ -209,7 +209,7 @@ class PhotonTextModel(qwen.QwenTextModel):
             layers.append((keys[:, :, :length].clone(), values[:, :, :length].clone()))
         return PromptPrefix(input_ids=prefix_ids.clone(), layers=layers, hidden=hidden[:, :length].clone())
 
-    def _leading_state(self, recorded: PromptPrefix, visual_mask: torch.Tensor, cache) -> list:
+    def _leading_state(self, visual_mask: torch.Tensor, cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Layers k+1..L-1's keys and values of the text before the volume (always kept, first)."""
         leading = int(visual_mask[0].int().argmax())  # the first visual token's index
         layers = []
