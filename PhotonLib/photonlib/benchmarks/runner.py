@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from photonlib.benchmarks import costmodel
-from photonlib.benchmarks.spec import BASELINE, METHODS, BenchSpec
+from photonlib.benchmarks.spec import BASELINE, INTERLEAVED, BenchSpec
 
 SCHEMA = "photonlib.bench/1"
 
@@ -53,9 +53,6 @@ def check_device(spec: BenchSpec) -> None:
         )
 
 
-INTERLEAVED = "interleaved"  # the worker's name for the interleaved timed rounds of every method
-
-
 def run_worker(spec: BenchSpec, method: str) -> dict:
     """One method (or ``INTERLEAVED``) in a fresh Python process (``python -m photonlib.benchmarks.worker``)."""
     with tempfile.TemporaryDirectory(prefix="photon-bench-") as folder:
@@ -79,7 +76,7 @@ def run_bench(spec: BenchSpec, progress: Callable[[str], None] | None = None, co
     say = progress or (lambda _message: None)
     started = time.perf_counter()
     results: dict[str, dict] = {}
-    methods = [m for m in METHODS if m in spec.methods]
+    methods = spec.ordered_methods
     for method in methods:
         say(f"measuring {method} ..." if not spec.interleave else f"measuring {method}'s tokens, memory and profile ...")
         method_started = time.perf_counter()

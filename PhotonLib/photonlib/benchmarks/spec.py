@@ -25,6 +25,8 @@ from typing import Any
 
 BASELINE = "qwen2.5-vl"
 METHODS = ("qwen2.5-vl", "photon", "photon-its", "visionzip", "hiprune")
+#: The worker name of the timed rounds of every method, interleaved in one process.
+INTERLEAVED = "interleaved"
 METHOD_LABELS = {
     "qwen2.5-vl": "Qwen2.5-VL input (2x14x14)",
     "photon": "Photon, no ITS",
@@ -103,6 +105,11 @@ class BenchSpec:
         depth, height, width = self.volume_shape
         if depth % 14 or height % 28 or width % 28:
             raise ValueError(f"volume shape {self.volume_shape} must be multiples of (14, 28, 28)")
+
+    @property
+    def ordered_methods(self) -> list[str]:
+        """The spec's methods in :data:`METHODS` order (the order they are measured and shown in)."""
+        return [method for method in METHODS if method in self.methods]
 
     def replace(self, **changes: Any) -> BenchSpec:
         return dataclasses.replace(self, **changes)

@@ -10,17 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-INTERLEAVED = "interleaved"
-
 
 def main(argv: list[str]) -> int:
     spec_file, method, out_file = argv
     from photonlib.benchmarks.measure import run_interleaved, run_method
-    from photonlib.benchmarks.spec import METHODS, BenchSpec
+    from photonlib.benchmarks.spec import INTERLEAVED, BenchSpec
 
     spec = BenchSpec.from_dict(json.loads(Path(spec_file).read_text()))
     if method == INTERLEAVED:
-        result = run_interleaved(spec, [m for m in METHODS if m in spec.methods])
+        result = run_interleaved(spec, spec.ordered_methods)
     else:
         result = run_method(spec, method, timings=not spec.interleave)
     Path(out_file).write_text(json.dumps(result))

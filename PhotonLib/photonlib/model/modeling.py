@@ -208,14 +208,11 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
         embeddings = self.model.language_model.embed_tokens(input_ids[:, reused.length :] if reused else input_ids)
         visual_mask = (input_ids == config.video_token_id) & attention_mask.bool()
         grids = vision_selection = vision_kept = None
-        if reused is not None:
-            if video_grid_thw is None:
-                raise ValueError("the prompt has visual tokens but no video_grid_thw was given")
-            grids = self.token_grids(video_grid_thw)  # positions only: the prefix's tokens are not embedded again
-        elif visual_mask.any():
+        if visual_mask.any():
             if video_grid_thw is None:
                 raise ValueError("the prompt has visual tokens but no video_grid_thw was given")
             grids = self.token_grids(video_grid_thw)
+        if grids is not None and reused is None:  # a reused prefix's visual tokens are not embedded again
             if pruner.stage == "vision":
                 if pixel_values is None:
                     raise ValueError(f"the {pruner.name} pruner looks inside the vision tower: pass pixel_values")
@@ -426,6 +423,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             offset = step % DECODE_CHUNK
             if offset == 0:  # the rotary cos/sin of the next DECODE_CHUNK steps, in one call
                 chunk = torch.arange(step, min(step + DECODE_CHUNK, steps), device=first.device)
+                # The logits only tell the rotary embedding the dtype and device to return.
                 cos, sin = qwen.rotary_embeddings(language_model, prefill.logits, (first + chunk).expand(3, -1, -1))
             hidden = language_model.decode_step(
                 language_model.embed_tokens(token.unsqueeze(1)), step_mask(cached),
