@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -220,3 +222,26 @@ def test_padding_looks_like_air():
     positions = voxel_positions_lps(prepared.geometry)
     outside = np.linalg.norm(positions - geometry.center_lps, axis=-1) > 12
     assert np.all(prepared.array[outside] == 0.0)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_a_label_map_lands_where_its_image_does(index):
+    """prepare_label_map takes the image's field of view, resizing and flip, nearest-neighbour:
+    its organ voxels are where the linearly resampled organ mask is mostly organ, for axial,
+    flipped and oblique phantom grids."""
+    from photonlib.data.phantoms import LABELS, make_case
+    from photonlib.volume import prepare_label_map
+
+    case = make_case(7, index, "small", "liver")
+    config = dataclasses.replace(PreprocessConfig.preset("small"), intensity="none")
+    labels = prepare_label_map(Volume(case.labels, case.geometry, "labels"), config)
+    assert labels.dtype == np.int32 and set(np.unique(labels)) <= set(range(11))
+    # A small lesion has proportionally more edge voxels, where two nearest-neighbour steps and
+    # one linear one disagree by up to a voxel.
+    for name, agreement in (("liver", 0.95), ("spleen", 0.95), ("lesion", 0.8)):
+        mask = (case.labels == LABELS[name]).astype(np.float32)
+        fraction = prepare_volume(Volume(mask, case.geometry, "mask"), config).array
+        nearest = labels == LABELS[name]
+        assert nearest.any()
+        assert (fraction[nearest] > 0.25).mean() > agreement, name  # nearest-neighbour voxels lie on the organ
+        assert nearest[fraction > 0.75].mean() > agreement, name  # and cover its core

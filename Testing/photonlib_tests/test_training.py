@@ -157,12 +157,109 @@ def test_vision_warmup_trains_only_the_tower_and_resumes_exactly(tmp_path, phant
         assert torch.equal(tensor, second[name]), name
 
 
+def test_token_composition_holds_the_lesion_and_its_organ(phantoms):
+    """The anatomy targets: shares of each label per token, on the same grid as the lesion labels."""
+    from photonlib.data import load_dataset
+    from photonlib.data.phantoms import LABELS
+    from photonlib.model import PhotonConfig
+    from photonlib.training.loop import TrainingExample
+    from photonlib.training.vision_warmup import token_label_composition, token_lesion_labels, warmup_volumes
+    from photonlib.volume import PreprocessConfig
+
+    samples = load_dataset("phantoms", phantoms).samples
+    organs = {Path(sample.volume): sample.extra["lesion"]["organ"] for sample in samples if sample.extra["lesion"]}
+    entries = warmup_volumes([TrainingExample.from_sample(sample) for sample in samples])
+    preprocess = PreprocessConfig.preset("small")
+    grid = PhotonConfig.from_preset("demo").token_grid(preprocess.model_grid)
+    for entry in entries:
+        composition = token_label_composition(entry, preprocess, grid, len(LABELS) + 1)
+        assert composition.shape == (512, 11) and np.allclose(composition.sum(axis=1), 1.0)
+        assert composition[:, LABELS["liver"]].sum() > 0  # every phantom has a liver in view
+        if entry.lesion_label is None:
+            assert composition[:, LABELS["lesion"]].sum() == 0
+            continue
+        assert entry.lesion_diameter_mm is not None and entry.lesion_diameter_mm >= 15
+        core = int(np.argmax(composition[:, LABELS["lesion"]]))  # the token with most lesion
+        assert token_lesion_labels(entry, preprocess, grid, 0.05)[core]
+        assert composition[core, LABELS[organs[entry.volume]]] > 0  # the lesion sits in its organ
+
+
+def test_vision_warmup_with_anatomy_and_diameter_heads_trains_only_the_tower(tmp_path, phantoms):
+    config = warmup_recipe(phantoms, tmp_path / "heads", "vision_warmup.anatomy_weight=1", "vision_warmup.diameter_weight=1")
+    from accelerate.utils import set_seed
+
+    from photonlib.training.loop import build_model, load_examples
+
+    set_seed(config.seed)
+    before = build_model(config, load_examples(config))[0].state_dict()
+    result = train(config)
+    after = PhotonForConditionalGeneration.from_pretrained(result.final_model).state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("model.visual.") for name in changed)
+    assert math.isfinite(result.last_loss)
+
+
 def test_vision_warmup_refuses_data_without_label_maps(tmp_path, dataset):
     config = load_train_config(
         None, ["stage=0", "model.init=preset:tiny", f"data.path={dataset}", "data.preprocess=tiny", f"output_dir={tmp_path}"]
     )
     with pytest.raises(ValueError, match="needs label maps"):
         train(config)
+
+
+def test_grounding_loss_is_the_attention_share_on_lesion_tokens():
+    from photonlib.training.loop import grounding_loss
+
+    scores = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [3.0, 1.0, 1.0]])
+    tokens = [np.array([True, True, False]), None, np.array([False, True, True])]
+    share = [(math.e + 1) / (math.e + 1 + math.e**2), 2 * math.e / (math.e**3 + 2 * math.e)]
+    clean = torch.tensor([False, False, False])
+    expected = -(math.log(share[0]) + math.log(share[1])) / 3  # the lesion-free sample counts in the mean
+    assert float(grounding_loss(scores, tokens, clean, 2.0)) == pytest.approx(2.0 * expected)
+    excluded = torch.tensor([False, False, True])  # a perturbed sample adds nothing and does not count
+    assert float(grounding_loss(scores, tokens, excluded, 1.0)) == pytest.approx(-math.log(share[0]) / 2)
+
+
+def test_the_grounding_term_makes_its_keep_the_lesion(tmp_path, phantoms):
+    """Same seed, same steps, a band that pushes every keep probability down: with the term the lesion
+    tokens stay kept more than the others, clearly more than without it."""
+    from photonlib.training.loop import WarmupVolume, build_model, load_examples, token_lesion_labels
+    from photonlib.volume import prepare_volume, read_volume
+
+    def run(name, weight):
+        config = load_train_config(
+            None,
+            [
+                "model.init=preset:tiny", "model.tokenizer=compact", "model.compact_vocab_size=300", "data.kind=phantoms",
+                f"data.path={phantoms}", "data.preprocess=small", f"output_dir={tmp_path / name}", "max_steps=6",
+                "batch_size=2", "learning_rate=1e-3", "scheduler_learning_rate=3e-2", "pruning.soft_from=0",
+                "pruning.hard_from=1.0", "pruning.flip_from=null", "robustness_probability=0", "band_loss.low=0",
+                "band_loss.high=0.1", "band_loss.weight=10", f"grounding_loss.weight={weight}",
+            ],
+        )  # fmt: skip
+        return config, PhotonForConditionalGeneration.from_pretrained(train(config).final_model).eval()
+
+    config, plain = run("plain", 0)
+    _, grounded = run("grounded", 10)
+    examples = load_examples(config)
+    processor = build_model(config, examples)[1]
+    grid = plain.config.token_grid(processor.preprocess.model_grid)
+    lesion_examples = {example.volume: example for example in examples if example.lesion_label is not None}
+    assert len(lesion_examples) == 3
+    means = {"plain": [], "grounded": []}
+    for volume, example in lesion_examples.items():
+        tokens = torch.from_numpy(token_lesion_labels(WarmupVolume(volume, example.mask, example.lesion_label), processor.preprocess, grid, 0.05))
+        inputs = processor([prepare_volume(read_volume(volume), processor.preprocess)], ["Describe the lesion."])
+        for name, model in (("plain", plain), ("grounded", grounded)):
+            with torch.no_grad():
+                probability = model(**inputs, pruning_mode="soft").keep_probability[0]
+            means[name].append(float(probability[tokens].mean() - probability[~tokens].mean()))
+    assert np.mean(means["grounded"]) > np.mean(means["plain"]) + 0.05, means  # lesion tokens' lead over the others
+
+
+def test_the_grounding_term_refuses_data_without_label_maps(tmp_path, dataset):
+    with pytest.raises(ValueError, match="grounding_loss needs label maps"):
+        train(recipe(dataset, tmp_path / "no-maps", "grounding_loss.weight=1"))
 
 
 def test_stage_two_with_a_frozen_tower_leaves_it_as_initialised(tmp_path, dataset):
@@ -223,6 +320,10 @@ def test_example_recipes_parse():
         (["no-equals-sign"], "key=value"),
         (["stage=1", "freeze_vision=true"], "stage 2 only"),
         (["vision_warmup.lesion_fraction=0"], "lesion_fraction"),
+        (["grounding_loss.weight=-1"], "grounding_loss.weight"),
+        (["vision_warmup.anatomy_weight=-1"], "anatomy_weight"),
+        (["vision_warmup.anatomy_classes=1"], "anatomy_classes"),
+        (["stage=0", "grounding_loss.weight=1"], "stage 2 only"),
     ],
 )
 def test_bad_recipes_are_refused(overrides, message):

@@ -8,7 +8,8 @@ Input: one ``EvalRecord`` per answered question. Output of ``build_results``::
                       "subtasks": {subtask: {"num_samples", "metrics"}}}},
      "overall": {"num_samples", "metrics"},
      "tokens_kept", "keep_ratio", "tokens_total", "latency_s", "grounding",
-     "rule_set", "meteor", "bertscore", "metric_definitions", "packages", ...}
+     "rule_set", "meteor", "bertscore", "metric_definitions", "packages", ...,
+     "phantom": {...}}   # only for phantom questions: photonlib.evaluation.phantom_figures
 
 ``rule_set`` names the scorer reproduced (``photonlib.evaluation.rules``); the Markdown table
 says it in its first line.
@@ -32,6 +33,7 @@ import numpy as np
 from photonlib.answers import CHOICE_LETTERS, answer_letter_for, normalize_letter
 from photonlib.evaluation import metrics as metric_functions
 from photonlib.evaluation.metrics import BertScoreModel
+from photonlib.evaluation.phantom_figures import is_phantom_run, phantom_figures
 from photonlib.evaluation.rules import RuleSet, as_read_back_by_pandas, get_rule_set
 
 RESULTS_SCHEMA = "photonlib.evaluation.results/2"  # 2: rule sets
@@ -456,6 +458,8 @@ def build_results(
         },
         "packages": metric_functions.package_versions(),
     }
+    if is_phantom_run(records):
+        results["phantom"] = phantom_figures(records)
     if include_samples:
         results["samples"] = [
             {
@@ -502,6 +506,13 @@ ACCURACY_RULES = {
 }
 
 MISSING = "—"
+
+# The phantom figures (photonlib.evaluation.phantom_figures) shown under the table.
+PHANTOM_ROWS = (
+    ("existence_accuracy", "existence answered right"),
+    ("organ_accuracy", "lesion organ named right"),
+    ("size_within_5mm", "diameter within 5 mm"),
+)
 
 
 def _percent(value: float | None) -> str:
@@ -590,6 +601,10 @@ def markdown_table(
         ("Latency", "mean s per case", [_number(_statistic(run, "latency_s"), 3) for run in runs]),
         ("Latency", "median s per case", [_number(_statistic(run, "latency_s", "median"), 3) for run in runs]),
         ("Grounding", "lesion voxels covered", [_percent(_statistic(run, "grounding")) for run in runs]),
+        *(
+            ("Phantom facts", label, [_percent((run.get("phantom") or {}).get(key)) for run in runs])
+            for key, label in PHANTOM_ROWS
+        ),
     ]
     previous_group = None
     for group, metric_cell, cells in efficiency:

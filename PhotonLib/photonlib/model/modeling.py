@@ -62,6 +62,7 @@ class PhotonOutput:
     keep_probability: torch.Tensor | None = None
     keep_mask: torch.Tensor | None = None
     token_grids: torch.Tensor | None = None  # (B, 3) language-model token grid (t, h, w)
+    visual_scores: torch.Tensor | None = None  # (B, V) ITS's raw scores with gradient, when asked for (training)
     prefix_reused: bool = False  # layers 0..k of the prompt's prefix came from a PrefixCache
 
 
@@ -288,6 +289,7 @@ class PhotonForConditionalGeneration(PhotonPreTrainedModel, qwen.QwenForConditio
             keep_probability=selection.keep_probability if selection is not None else None,
             keep_mask=selection.keep if selection is not None else None,
             token_grids=grids,
+            visual_scores=selection.scores if selection is not None else None,
             prefix_reused=reused is not None,
         )
 

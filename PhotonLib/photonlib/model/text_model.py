@@ -121,7 +121,9 @@ class PhotonTextModel(qwen.QwenTextModel):
             # ITS decides from the prompt alone (attention is causal: answer tokens cannot change
             # the decision), so decide first, then run layers 0..k with the answer blind to the
             # tokens about to be dropped.
-            selection = pruner.select(self._prompt_scoring_inputs(hidden, mask, rotary, instruction_mask, visual_mask))
+            with torch.set_grad_enabled(_scores_need_gradient(pruner)):
+                scoring_inputs = self._prompt_scoring_inputs(hidden, mask, rotary, instruction_mask, visual_mask)
+            selection = pruner.select(scoring_inputs)
             selection = _adjust_for_training(selection, frozen_keep, flipped_keep if pruning_mode == "hard" else None)
             dropped = visual_mask & ~scatter_visual(visual_mask, selection.keep)
             early_mask = answer_blind_mask(attention_mask, answer_mask.bool(), dropped, hidden.dtype)
@@ -140,9 +142,10 @@ class PhotonTextModel(qwen.QwenTextModel):
                 hidden = torch.cat([prefix.hidden, hidden], dim=1)
             if scheduling:
                 if selection is None:
-                    scoring_inputs = self._scoring_inputs(
-                        layer, index, layer_input, early_rotary, cache, instruction_mask, visual_mask, start
-                    )
+                    with torch.set_grad_enabled(_scores_need_gradient(pruner)):
+                        scoring_inputs = self._scoring_inputs(
+                            layer, index, layer_input, early_rotary, cache, instruction_mask, visual_mask, start
+                        )
                     selection = pruner.select(scoring_inputs)
                     selection = _adjust_for_training(
                         selection, frozen_keep, flipped_keep if pruning_mode == "hard" else None
@@ -218,15 +221,14 @@ class PhotonTextModel(qwen.QwenTextModel):
             layers.append((keys[:, :, :leading].clone(), values[:, :, :leading].clone()))
         return layers
 
-    @torch.no_grad()
     def _prompt_scoring_inputs(self, hidden, mask, rotary, instruction_mask, visual_mask) -> LanguageStageInputs:
-        """Layer k's scoring inputs from a first, gradient-free pass through layers 0..k-1."""
+        """Layer k's scoring inputs from a first pass through layers 0..k-1 (the caller runs it
+        without gradient unless the scheduler asks for its scores' gradient)."""
         for layer in self.layers[: self.its_layer]:
             hidden = qwen.run_decoder_layer(layer, hidden, mask, rotary)
         queries, keys = qwen.attention_queries_keys(self.layers[self.its_layer], hidden, rotary)
         return LanguageStageInputs.from_queries(queries, keys, instruction_mask, visual_mask)
 
-    @torch.no_grad()
     def _scoring_inputs(
         self, layer, index, layer_input, rotary, cache, instruction_mask, visual_mask, start
     ) -> LanguageStageInputs:
@@ -247,6 +249,12 @@ class PhotonTextModel(qwen.QwenTextModel):
             instruction_mask=instruction_mask,
             visual_mask=visual_mask,
         )
+
+
+def _scores_need_gradient(pruner) -> bool:
+    """As released the scoring inputs carry no gradient; a scheduler may ask for it (ITS's ``score_gradient``)."""
+    wants = getattr(pruner, "wants_score_gradient", None)
+    return bool(wants()) if wants is not None else False
 
 
 def _adjust_for_training(

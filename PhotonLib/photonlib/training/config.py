@@ -110,11 +110,34 @@ class BandLoss:
 
 
 @dataclass
+class GroundingLoss:
+    """Not part of Photon's recipe (weight 0, the default, is the release): ``weight`` times
+    ``-log`` of the share of the instruction's attention on the visual tokens (a softmax of
+    ITS's raw scores) that falls on the tokens holding the lesion, for clean samples of volumes
+    with a label map and a lesion, from the soft phase on.
+
+    As released the scores carry no gradient, and the answer's first token is computed where
+    every visual token is still present (layers 0..k): a right answer does not need ITS to keep
+    the lesion, and nothing teaches it to. This term lets the scores' gradient reach layers
+    0..k and asks for the lesion where the label map knows it (the phantoms), so that the
+    heatmap shows it. A token holds the lesion as in the vision warm-up
+    (``VisionWarmupSettings.lesion_fraction``).
+    """
+
+    weight: float = 0.0
+
+
+@dataclass
 class VisionWarmupSettings:
-    """Stage 0 (see photonlib.training.vision_warmup): per-token lesion labels from label maps."""
+    """Stage 0 (see photonlib.training.vision_warmup): per-token targets from label maps."""
 
     lesion_fraction: float = 0.05  # a token is lesion when one of its model voxels is at least this much lesion
     positive_weight: float | None = None  # weight of lesion tokens in the loss (None: from the data)
+    # Each token's label composition (label values 0 .. anatomy_classes - 1; the phantoms have 11 with
+    # the background), learnt with this weight (0: not learnt).
+    anatomy_weight: float = 0.0
+    anatomy_classes: int = 11
+    diameter_weight: float = 0.0  # the lesion's diameter on its tokens (0: not learnt)
 
 
 @dataclass
@@ -143,6 +166,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     pruning: PruningSchedule = field(default_factory=PruningSchedule)
     band_loss: BandLoss = field(default_factory=BandLoss)
+    grounding_loss: GroundingLoss = field(default_factory=GroundingLoss)
     vision_warmup: VisionWarmupSettings = field(default_factory=VisionWarmupSettings)
     # Share of stage-2 samples perturbed (the release's six kinds, on the patches), trained to be
     # uncertain (entropy maximised instead of cross-entropy). Released: 0.15.
@@ -159,12 +183,20 @@ class TrainConfig:
             raise ValueError("freeze_vision applies to stage 2 only (stage 0 trains the tower, stage 1 its patch embedding)")
         if not 0 < self.vision_warmup.lesion_fraction <= 1:
             raise ValueError("vision_warmup.lesion_fraction must be in (0, 1]")
+        if self.vision_warmup.anatomy_weight < 0 or self.vision_warmup.diameter_weight < 0:
+            raise ValueError("vision_warmup.anatomy_weight and diameter_weight must be 0 (off) or positive")
+        if self.vision_warmup.anatomy_classes < 2:
+            raise ValueError("vision_warmup.anatomy_classes must be at least 2 (the background and one label)")
         if self.max_steps < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be at least 1")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if not 0 <= self.robustness_probability <= 1:
             raise ValueError("robustness_probability must be in [0, 1]")
+        if self.grounding_loss.weight < 0:
+            raise ValueError("grounding_loss.weight must be 0 (off, as released) or positive")
+        if self.grounding_loss.weight and self.stage != 2:
+            raise ValueError("grounding_loss applies to stage 2 only (the stage that trains ITS)")
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
@@ -241,5 +273,6 @@ _NESTED = {
     (TrainConfig, "data"): DataSettings,
     (TrainConfig, "pruning"): PruningSchedule,
     (TrainConfig, "band_loss"): BandLoss,
+    (TrainConfig, "grounding_loss"): GroundingLoss,
     (TrainConfig, "vision_warmup"): VisionWarmupSettings,
 }

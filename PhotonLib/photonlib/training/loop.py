@@ -49,7 +49,12 @@ from photonlib.model.tokens import IGNORE_INDEX
 from photonlib.training.config import TrainConfig, config_to_dict
 from photonlib.training.vision_warmup import (
     VisionWarmup,
+    WarmupPrediction,
+    WarmupVolume,
+    anatomy_loss,
+    diameter_loss,
     positive_weight,
+    token_label_composition,
     token_lesion_labels,
     warmup_batch,
     warmup_loss,
@@ -171,12 +176,18 @@ class TrainingExample:
     answer: str
     mask: Path | None = None  # label map (phantoms: extra.mask_path), used by the vision warm-up
     lesion_label: int | None = None  # the lesion's value in the label map; None: no lesion
+    lesion_diameter_mm: float | None = None  # phantoms: extra.lesion.diameter_mm (the warm-up's diameter target)
 
     @classmethod
     def from_sample(cls, sample) -> TrainingExample:
         """From a dataset reader's VQASample."""
         mask = sample.extra.get("mask_path")
-        return cls(Path(sample.volume), sample.question, sample.answer, Path(mask) if mask else None, sample.extra.get("lesion_label"))
+        lesion = sample.extra.get("lesion") or {}
+        diameter = lesion.get("diameter_mm") if isinstance(lesion, dict) else None
+        return cls(
+            Path(sample.volume), sample.question, sample.answer, Path(mask) if mask else None,
+            sample.extra.get("lesion_label"), float(diameter) if diameter is not None else None,
+        )  # fmt: skip
 
 
 class PreparedVolumeCache:
@@ -333,6 +344,58 @@ def band_loss(
     return band.weight * (F.relu(ratio - band.high) + F.relu(band.low - ratio)) * (samples / count.clamp_min(1))
 
 
+def grounding_loss(
+    scores: torch.Tensor,
+    lesion_tokens: Sequence[np.ndarray | None],
+    excluded: torch.Tensor,
+    weight: float,
+    counted_samples: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """``weight`` times the mean over samples of ``-log`` (the share of the instruction's
+    attention, a softmax of ITS's raw scores (B, V) over the visual tokens, that falls on the
+    lesion's tokens) (``config.GroundingLoss``). ``lesion_tokens[b]``: (V,) bool, or None for a
+    volume without a lesion; those and the ``excluded`` samples add nothing but still count in
+    the mean (``counted_samples``, as in :func:`band_loss`), so the term weighs the same in any batch."""
+    total = scores.new_zeros((), dtype=torch.float32)
+    for sample, tokens in enumerate(lesion_tokens):
+        if tokens is None or not tokens.any() or bool(excluded[sample]):
+            continue
+        chosen = torch.from_numpy(tokens).to(scores.device)
+        log_share = torch.log_softmax(scores[sample].float(), dim=0)[chosen]
+        total = total - torch.logsumexp(log_share, dim=0)
+    count = scores.shape[0] - int(excluded.sum()) if counted_samples is None else counted_samples
+    return weight * total / torch.as_tensor(count, dtype=total.dtype, device=total.device).clamp_min(1)
+
+
+def _stacked_compositions(compositions: dict, batch_items, shape: torch.Size) -> torch.Tensor:
+    """(B, V, classes) label compositions of a warm-up batch; a volume without a label map is all background."""
+    rows = []
+    for item in batch_items:
+        composition = compositions.get(item.volume)
+        if composition is None:
+            composition = np.zeros(shape[1:], dtype=np.float32)
+            composition[:, 0] = 1.0
+        rows.append(composition)
+    return torch.from_numpy(np.stack(rows))
+
+
+def _grounding_targets(config: TrainConfig, examples, processor, model) -> dict[Path, np.ndarray]:
+    """Which tokens hold the lesion, for every training volume that has one (the grounding term's targets)."""
+    token_grid = model.config.token_grid(processor.preprocess.model_grid)
+    targets: dict[Path, np.ndarray] = {}
+    for example in examples:
+        if example.lesion_label is None or example.mask is None or example.volume in targets:
+            continue
+        entry = WarmupVolume(example.volume, example.mask, example.lesion_label)
+        targets[example.volume] = token_lesion_labels(entry, processor.preprocess, token_grid, config.vision_warmup.lesion_fraction)
+    if not targets:
+        raise ValueError(
+            "grounding_loss needs label maps: samples with extra.mask_path and extra.lesion_label, as `photon "
+            "phantoms make` writes; none of the training volumes has one (set grounding_loss.weight=0)"
+        )
+    return targets
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def checkpoint_folder(config: TrainConfig, step: int) -> Path:
     return Path(config.output_dir) / "checkpoints" / f"step-{step:07d}"
@@ -396,20 +459,31 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     accelerator.wait_for_everyone()
 
     # Stage 0 steps over volumes (with their token labels), stages 1 and 2 over questions.
-    warmup = VisionWarmup(model) if config.stage == 0 else None
+    settings = config.vision_warmup
+    warmup = None
     items: Sequence = examples
-    if warmup is not None:
+    if config.stage == 0:
+        warmup = VisionWarmup(model, settings.anatomy_classes if settings.anatomy_weight else 0, settings.diameter_weight > 0)
         items = warmup_volumes(examples)
         token_grid = model.config.token_grid(processor.preprocess.model_grid)
-        labels = [
-            token_lesion_labels(item, processor.preprocess, token_grid, config.vision_warmup.lesion_fraction)
-            for item in tqdm(items, desc="token labels", disable=not accelerator.is_local_main_process)
-        ]
+        labels, compositions = [], []
+        for item in tqdm(items, desc="token labels", disable=not accelerator.is_local_main_process):
+            labels.append(token_lesion_labels(item, processor.preprocess, token_grid, settings.lesion_fraction))
+            if settings.anatomy_weight:
+                compositions.append(token_label_composition(item, processor.preprocess, token_grid, settings.anatomy_classes))
         token_labels = dict(zip((item.volume for item in items), labels))
-        lesion_weight = config.vision_warmup.positive_weight or positive_weight(np.stack(labels))
+        token_anatomy = dict(zip((item.volume for item in items), compositions))
+        lesion_weight = settings.positive_weight or positive_weight(np.stack(labels))
+    lesion_tokens = {}
+    if config.grounding_loss.weight:
+        if not hasattr(model.pruner, "score_gradient"):
+            raise ValueError(f"grounding_loss trains ITS's scores; this model's pruner is {model.pruner.name!r}")
+        model.pruner.score_gradient = True
+        lesion_tokens = _grounding_targets(config, examples, processor, model)
     trained = warmup if warmup is not None else model
 
-    groups = parameter_groups(model, config, list(warmup.head.parameters()) if warmup else ())
+    heads = [parameter for name, parameter in warmup.named_parameters() if not name.startswith("tower.")] if warmup else []
+    groups = parameter_groups(model, config, heads)
     optimizer = torch.optim.AdamW(groups, betas=(0.9, config.adam_beta2))
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps)
     trained, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
@@ -439,10 +513,20 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             with accelerator.accumulate(trained):
                 if warmup is not None:
                     batch = warmup_batch(processor, [cache.array(item.volume) for item in batch_items])
-                    logits = trained(**{k: v.to(accelerator.device) for k, v in batch.items()})
-                    targets = torch.from_numpy(np.stack([token_labels[item.volume] for item in batch_items]))
+                    prediction = trained(**{k: v.to(accelerator.device) for k, v in batch.items()})
+                    targets = torch.from_numpy(np.stack([token_labels[item.volume] for item in batch_items])).to(accelerator.device)
+                    if isinstance(prediction, WarmupPrediction):
+                        loss = warmup_loss(prediction.lesion, targets, lesion_weight)
+                        if prediction.anatomy is not None:
+                            composition = _stacked_compositions(token_anatomy, batch_items, prediction.anatomy.shape)
+                            loss = loss + settings.anatomy_weight * anatomy_loss(prediction.anatomy, composition.to(accelerator.device))
+                        if prediction.diameter is not None:
+                            diameters = torch.tensor([item.lesion_diameter_mm or float("nan") for item in batch_items])
+                            loss = loss + settings.diameter_weight * diameter_loss(prediction.diameter, targets, diameters.to(accelerator.device))
+                    else:
+                        loss = warmup_loss(prediction, targets, lesion_weight)
                     # Equal-sized means on every process: the global mean is their mean.
-                    loss = warmup_loss(logits, targets.to(accelerator.device), lesion_weight) * (share / world)
+                    loss = loss * (share / world)
                 else:
                     first_position = accelerator.process_index * config.batch_size  # in the global micro-batch
                     batch, perturbed, flipped = _collate(processor, cache, batch_items, config, step, micro_step, first_position, flipping)
@@ -467,6 +551,11 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                         band = band_loss(output.keep_probability, config, perturbed | flipped, band_samples)
                     if band is not None:
                         loss = loss + band
+                    if lesion_tokens and output.visual_scores is not None:
+                        loss = loss + grounding_loss(
+                            output.visual_scores, [lesion_tokens.get(item.volume) for item in batch_items],
+                            perturbed | flipped, config.grounding_loss.weight, band_samples,
+                        )  # fmt: skip
                     if output.keep_probability is not None:
                         keep_ratios.append(float(accelerator.reduce(output.keep_mask.float().mean().detach(), "mean")))
                 accelerator.backward(loss)

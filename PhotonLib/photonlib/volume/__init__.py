@@ -27,7 +27,7 @@ from photonlib.volume.errors import (
 )
 from photonlib.volume.heatmap import block_grid_geometry, map_to_source, write_heatmap
 from photonlib.volume.image import ReadLimits, Volume
-from photonlib.volume.preprocess import PreparedVolume, PreprocessConfig, prepare_volume
+from photonlib.volume.preprocess import PreparedVolume, PreprocessConfig, prepare_label_map, prepare_volume
 from photonlib.volume.reader import read_volume
 from photonlib.volume.writer import write_volume
 
@@ -53,6 +53,7 @@ __all__ = [
     "block_grid_geometry",
     "list_dicom_series",
     "map_to_source",
+    "prepare_label_map",
     "prepare_volume",
     "read_volume",
     "write_heatmap",

@@ -22,7 +22,7 @@ Array order: the model array is ``(D, H, W)``, which is the KJI order of its geo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -184,6 +184,9 @@ def flipped_geometry(grid: VolumeGeometry, axis_ijk: int) -> VolumeGeometry:
     return VolumeGeometry(grid.size, grid.spacing, tuple(origin), direction)
 
 
+_INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+
+
 def choose_intensity_window(volume: Volume, config: PreprocessConfig) -> tuple[str, tuple[float, float], str]:
     """Which normalisation applies, its clip window, and a note saying why."""
     mode = config.intensity
@@ -212,8 +215,24 @@ def choose_intensity_window(volume: Volume, config: PreprocessConfig) -> tuple[s
     return mode, window, reason
 
 
-def prepare_volume(volume: Volume, config: PreprocessConfig = PreprocessConfig()) -> PreparedVolume:
-    """Turn a volume into the model's (D, H, W) array in [0, 1], with its exact geometry."""
+def prepare_label_map(labels: Volume, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """A label map on the model grid of ``prepare_volume(image, config)`` for an image in the
+    label map's geometry: the same field of view, resizing and flip, nearest-neighbour, the
+    values untouched (outside the source: 0). (D, H, W) of the label map's values."""
+    prepared = prepare_volume(labels, replace(config, intensity="none"), interpolation="nearest")
+    return np.rint(prepared.array).astype(np.int32)
+
+
+def prepare_volume(
+    volume: Volume, config: PreprocessConfig = PreprocessConfig(), interpolation: str = "linear"
+) -> PreparedVolume:
+    """Turn a volume into the model's (D, H, W) array in [0, 1], with its exact geometry.
+
+    ``interpolation``: ``linear`` (images) or ``nearest`` (label maps, see ``prepare_label_map``).
+    """
+    if interpolation not in _INTERPOLATORS:
+        raise ValueError(f"interpolation must be one of {', '.join(_INTERPOLATORS)}, got {interpolation!r}")
+    interpolator = _INTERPOLATORS[interpolation]
     mode, window, reason = choose_intensity_window(volume, config)
     notes = [reason]
     source = volume.to_sitk()
@@ -228,14 +247,14 @@ def prepare_volume(volume: Volume, config: PreprocessConfig = PreprocessConfig()
     else:
         grid = field_of_view_geometry(volume.geometry, config)
         # Pad with the window's low end, so padding looks like air/background after scaling.
-        source = sitk.Resample(source, reference_image(grid), sitk.Transform(), sitk.sitkLinear, window[0], sitk.sitkFloat32)
+        source = sitk.Resample(source, reference_image(grid), sitk.Transform(), interpolator, window[0], sitk.sitkFloat32)
         flip = config.flip_w
 
     if mode != "none":  # the released order: clip on the isotropic grid, before resizing
         source = sitk.Clamp(source, sitk.sitkFloat32, window[0], window[1])
     model_grid = resized_geometry(grid, model_size_ijk)
     resized = sitk.Resample(
-        source, reference_image(model_grid), sitk.Transform(), sitk.sitkLinear, window[0], sitk.sitkFloat32,
+        source, reference_image(model_grid), sitk.Transform(), interpolator, window[0], sitk.sitkFloat32,
         True,  # nearest-neighbour extrapolation: edge voxels, as trilinear resizing clamps
     )
     array = sitk.GetArrayFromImage(resized)  # (D, H, W)

@@ -57,6 +57,9 @@ class TokenSelection:
     # Vision-stage pruners may rewrite the embeddings of kept tokens (VisionZip's merged
     # contextual tokens): per sample (V, D), only the kept rows matter.
     embeddings: list[torch.Tensor] | None = None
+    # ITS's raw visual scores (B, V) with their gradient, only when the scheduler was asked for
+    # them (``score_gradient``, for a training term on the scores; the release has none).
+    scores: torch.Tensor | None = None
 
 
 @runtime_checkable
@@ -90,19 +93,29 @@ class InstructionTokenScheduler:
         self.predictor = predictor
         self.temperature = temperature
         self.score_precision = score_precision
+        # As released the scores carry no gradient. True (a training setting, see
+        # training.config.GroundingLoss): the scoring inputs are computed with their gradient
+        # and the selection returns the scores with it; the decision itself is unchanged.
+        self.score_gradient = False
+
+    def wants_score_gradient(self) -> bool:
+        return self.score_gradient and torch.is_grad_enabled()
 
     def select(self, inputs: LanguageStageInputs) -> TokenSelection:
-        with torch.no_grad():
-            raw = instruction_weighted_scores(
+        with torch.set_grad_enabled(self.wants_score_gradient()):
+            scores = instruction_weighted_scores(
                 inputs.instruction_queries, inputs.keys, inputs.instruction_mask, inputs.visual_mask
             )
+        raw = scores.detach()
         rounding = inputs.keys.dtype if self.score_precision == "model" else torch.float32
         # As released: the fp32 scores are cast back to the model's dtype (bf16) before the
         # threshold and the comparison; tokens close to the threshold can flip against fp32.
         raw = raw.to(rounding).float()
         threshold = self.predictor(raw, sigmoid_dtype=rounding)
         probability = keep_probability(raw, threshold, self.temperature)
-        return TokenSelection(keep_probability=probability, keep=probability > 0.5)
+        return TokenSelection(
+            keep_probability=probability, keep=probability > 0.5, scores=scores if scores.requires_grad else None
+        )
 
 
 class KeepAll:
