@@ -98,13 +98,26 @@ def test_photon_eval_scores_the_demo_model_with_a_relative_dataset_path(fresh_ph
     assert any(p["grounding"] is not None and 0 <= p["grounding"] <= 1 for p in predictions)
 
 
-def test_the_demo_model_keeps_the_positions_and_precision_it_was_trained_with():
-    """Its config.json predates volume_fps and its_score_precision: one temporal position per
-    token (not the release's 28) and exact ITS scores."""
-    from photonlib.inference.engine import EMBEDDED_MODEL_DIR
+def test_a_model_saved_before_volume_fps_and_its_score_precision_keeps_its_behaviour(tmp_path):
+    """A config.json written before those fields existed (as earlier demo models were): one
+    temporal position per token (not the release's 28) and exact ITS scores."""
+    import shutil
+
+    from photonlib.model import PhotonConfig
+
+    folder = tmp_path / "older-model"
+    shutil.copytree(EMBEDDED_MODEL_DIR, folder)
+    saved = json.loads((folder / "config.json").read_text())
+    for field in ("volume_fps", "its_score_precision"):
+        saved.pop(field, None)
+    (folder / "config.json").write_text(json.dumps(saved))
+    config = PhotonConfig.from_pretrained(folder)
+    assert config.volume_fps is None and config.temporal_position_scale == 1.0
+    assert config.its_score_precision == "float32"  # and ITS compares exactly, also in bf16 on a GPU
+
+
+def test_the_demo_model_uses_one_temporal_position_per_depth_step():
     from photonlib.model import PhotonConfig
 
     config = PhotonConfig.from_pretrained(EMBEDDED_MODEL_DIR)
-    assert "volume_fps" not in json.loads((EMBEDDED_MODEL_DIR / "config.json").read_text())
     assert config.volume_fps is None and config.temporal_position_scale == 1.0
-    assert config.its_score_precision == "float32"  # and ITS compares exactly, also in bf16 on a GPU
