@@ -5,7 +5,7 @@
 # conspicuous phantoms) and results-realistic.json (fresh phantoms of the generator's default
 # profile); PHOTON is the photon command (default: photon on PATH). The recipes are
 # PhotonLib/configs/phantom-demo*.yaml; the result is OUT/stage2/final, the model photonlib ships
-# as pretrained/photon-demo. The test seeds (5000, 5001) were used by no training or tuning.
+# as pretrained/photon-demo. The test seeds (6000, 6001) were used by no training or recipe choice.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT=${1:-runs/demo-build}
@@ -17,8 +17,8 @@ stamp() { echo "== $1 ($((SECONDS - started)) s)"; }
 
 stamp "phantoms"
 "$PHOTON" phantoms make "$OUT/phantoms/train" --n 1000 --seed 0 --lesion-profile conspicuous
-"$PHOTON" phantoms make "$OUT/phantoms/test" --n 200 --seed 5000 --lesion-profile conspicuous
-"$PHOTON" phantoms make "$OUT/phantoms/test-realistic" --n 200 --seed 5001
+"$PHOTON" phantoms make "$OUT/phantoms/test" --n 200 --seed 6000 --lesion-profile conspicuous
+"$PHOTON" phantoms make "$OUT/phantoms/test-realistic" --n 200 --seed 6001
 
 stamp "stage 0: vision warm-up"
 "$PHOTON" train --config "$CONFIGS/phantom-demo-warmup.yaml" \

@@ -1,8 +1,9 @@
 """The demo model shipped inside photonlib: installed, the default of `photon ask`, and useful on
 phantoms it has never seen (fresh seeds, not its training or its documented test seed).
 
-The bars are well under what docs/training.md reports on 200 held-out phantoms, so they catch a
-broken or replaced model, not a percent of drift. The model is deterministic, so are the phantoms.
+The bars sit below what this model reaches on these phantoms, with room for a few answers, and
+above what the model shipped before it reached on the organ, the tokens kept and the grounding.
+The model is deterministic, so are the phantoms.
 """
 
 from __future__ import annotations
@@ -16,15 +17,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from photonlib.answers import choice_key
 from photonlib.data import load_dataset
 from photonlib.data.phantoms import EXISTENCE_TASK, make_phantoms
+from photonlib.evaluation.phantom_figures import size_within_tolerance
 from photonlib.evaluation.runner import lesion_grounding
 from photonlib.inference import PhotonEngine
 from photonlib.inference.engine import EMBEDDED_MODEL_DIR
 from photonlib.volume import read_volume
 
 PHOTON = Path(sys.executable).with_name("photon")
-FRESH_SEED = 4242  # the demo trained on seed 0 and is documented on seed 1000
+FRESH_SEED = 4242  # the demo trained on seed 0 and is documented on seeds 6000 and 6001
+FRESH_CASES = 80
+# Of 80 existence, 40 organ and 40 size questions. Measured: 71, 26 and 23 (the model shipped
+# before it: 67, 13 and 22). One size for every lesion ("About 31 mm.") already lands within 5 mm
+# of half of these lesions, so the size bar only catches a broken model.
+EXISTENCE_BAR, ORGAN_BAR, SIZE_BAR = 64, 20, 18
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,7 @@ def engine() -> PhotonEngine:
 
 @pytest.fixture(scope="module")
 def fresh_phantoms(tmp_path_factory) -> Path:
-    return make_phantoms(tmp_path_factory.mktemp("fresh"), 40, FRESH_SEED, profile="conspicuous").jsonl
+    return make_phantoms(tmp_path_factory.mktemp("fresh"), FRESH_CASES, FRESH_SEED, profile="conspicuous").jsonl
 
 
 def test_the_demo_model_is_installed_small_and_the_default(engine):
@@ -46,23 +54,40 @@ def test_the_demo_model_is_installed_small_and_the_default(engine):
     assert info["tokens_total"] == 512 and info["pruner"] == "its" and info["pruning_mode"] == "hard"
 
 
+@pytest.mark.timeout(240)  # 80 volumes and 160 answers: about a minute on 2 idle cores
 def test_the_demo_model_sees_lesions_in_fresh_phantoms(engine, fresh_phantoms):
-    """Existence accuracy clearly above chance; ITS keeps a minority of tokens and covers the lesion."""
-    samples = [s for s in load_dataset("phantoms", fresh_phantoms).samples if s.task == EXISTENCE_TASK]
-    assert len(samples) == 40 and sum(s.answer == "Yes" for s in samples) == 20
-    correct, kept_fractions, grounding = 0, [], []
-    for sample in samples:
-        case = engine.prepare(read_volume(sample.volume))
-        answer = engine.ask(case, sample.question, max_new_tokens=4)
-        correct += answer.answer.strip().rstrip(".").lower() == sample.answer.lower()
+    """On phantoms of an unseen seed: existence and the lesion's organ well above chance, ITS keeps
+    few tokens and they hold the lesion. The model shipped before the grounding term and the
+    anatomy warm-up (nearly always "Liver", 23 % of the tokens kept, 87.6 % of the lesion covered
+    here) fails the organ, token and grounding bars; this one keeps 4.7 % and covers 95.7 %."""
+    hits: dict[str, list[bool]] = {"existence": [], "organ": [], "size": []}
+    kept_fractions, grounding, cases = [], [], {}
+    for sample in load_dataset("phantoms", fresh_phantoms).samples:
+        family = sample.extra["family"]
+        if family not in hits:
+            continue
+        if sample.volume not in cases:
+            cases[sample.volume] = engine.prepare(read_volume(sample.volume))
+        case = cases[sample.volume]
+        answer = engine.ask(case, sample.question, max_new_tokens=8)
+        if family == "size":
+            hits[family].append(size_within_tolerance(answer.answer, sample.extra["lesion"]["diameter_mm"]))
+        else:
+            hits[family].append(choice_key(answer.answer) == choice_key(sample.answer))
         kept_fractions.append(answer.tokens_kept / answer.tokens_total)
         covered = lesion_grounding(answer, case, sample)
         if covered is not None:
             grounding.append(covered)
-    # 40 questions at chance reach 29 correct with probability under 0.3 %.
-    assert correct >= 29, f"existence accuracy {correct}/40"
-    assert np.mean(kept_fractions) < 0.5
-    assert np.mean(grounding) > 0.5
+    counts = {family: (sum(values), len(values)) for family, values in hits.items()}
+    assert counts["existence"][1] == FRESH_CASES and counts["organ"][1] == counts["size"][1] == FRESH_CASES // 2
+    figures = f"{counts}, {np.mean(kept_fractions):.1%} of the tokens kept, grounding {np.mean(grounding):.1%}"
+    # Guessing reaches 64 of 80 yes/no answers with probability under 1e-7; naming the commonest
+    # organ (the liver, 35 % of lesions) about 14 of 40.
+    assert counts["existence"][0] >= EXISTENCE_BAR, figures
+    assert counts["organ"][0] >= ORGAN_BAR, figures
+    assert counts["size"][0] >= SIZE_BAR, figures
+    assert np.mean(kept_fractions) < 0.12, figures
+    assert np.mean(grounding) > 0.92, figures
 
 
 def test_photon_ask_answers_a_phantom_with_the_demo_model(fresh_phantoms, tmp_path):

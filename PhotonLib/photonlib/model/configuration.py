@@ -217,7 +217,7 @@ _PRESETS = {
     # tokenizer its vocabulary is small, see photonlib.model.tokenizer). Patches of 7^3 voxels,
     # not Photon's 14^3: on the small grid (56 x 112 x 112) that is 512 tokens of about 45 mm
     # rather than 64 of 91 mm. With 14^3 a phantom lesion is a few per cent of a patch and the
-    # from-scratch tower does not learn to see it (docs/research/demo-model.md).
+    # from-scratch tower does not learn to see it.
     "demo": lambda: {
         "vision_config": {
             **_vision(depth=2, hidden=64, heads=2, intermediate=128, out=128, full_attention=[1]),

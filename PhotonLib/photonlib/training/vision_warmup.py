@@ -3,15 +3,14 @@
 Not part of Photon's recipe. Photon starts from Qwen2.5-VL's pretrained vision tower; a model
 trained from scratch (the CPU phantom demo) has no such tower, and one bit of supervision per
 volume (an existence answer) does not teach a small random tower to find a lesion (held-out
-existence stays at chance; see docs/research/demo-model.md). Label maps do. This stage trains
-the vision tower (patch embedding, blocks, merger) plus a linear lesion score on every merged
-token, against per-token labels cut from each volume's label map on the model grid: a token is
-"lesion" when at least ``lesion_fraction`` of one of its model voxels is lesion. Where the
-recipe asks (``anatomy_weight``, ``diameter_weight``), two more heads learn each token's label
-composition (which organs it holds: the lesion's organ and side are then in its tokens) and the
-lesion's diameter on the lesion's tokens. The language
-model does not move, and the head is thrown away: what stage 2 inherits is a tower whose tokens
-carry the lesion.
+existence stays at chance). Label maps do. This stage trains the vision tower (patch embedding,
+blocks, merger) plus a linear lesion score on every merged token, against per-token labels cut from
+each volume's label map on the model grid: a token is "lesion" when at least ``lesion_fraction`` of
+one of its model voxels is lesion. Where the recipe asks (``anatomy_weight``, ``diameter_weight``),
+two more heads learn each token's label composition (which organs it holds: the lesion's organ and
+side are then in its tokens) and the lesion's diameter on the lesion's tokens. The language model
+does not move, and the head is thrown away: what stage 2 inherits is a tower whose tokens carry the
+lesion.
 
 Data: any dataset whose samples carry ``extra["mask_path"]`` and ``extra["lesion_label"]``
 (``photon phantoms make`` writes both; ``lesion_label`` None means the volume has no lesion).
