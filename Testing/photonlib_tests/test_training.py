@@ -134,17 +134,24 @@ def test_token_lesion_labels_lie_on_the_lesion(phantoms):
     assert checked == 3
 
 
-def test_vision_warmup_trains_only_the_tower_and_resumes_exactly(tmp_path, phantoms):
+def train_and_list_changed_weights(config):
+    """Train ``config``; the result and the names of the weights that differ from the initial model."""
     from accelerate.utils import set_seed
 
-    from photonlib.training.loop import WARMUP_HEAD_FILE, build_model, load_examples
+    from photonlib.training.loop import build_model, load_examples
 
-    config = warmup_recipe(phantoms, tmp_path / "straight")
     set_seed(config.seed)
     before = build_model(config, load_examples(config))[0].state_dict()
-    straight = train(config)
-    after = PhotonForConditionalGeneration.from_pretrained(straight.final_model).state_dict()
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    result = train(config)
+    after = PhotonForConditionalGeneration.from_pretrained(result.final_model).state_dict()
+    return result, {name for name in before if not torch.equal(before[name], after[name])}
+
+
+def test_vision_warmup_trains_only_the_tower_and_resumes_exactly(tmp_path, phantoms):
+    from photonlib.training.loop import WARMUP_HEAD_FILE
+
+    config = warmup_recipe(phantoms, tmp_path / "straight")
+    straight, changed = train_and_list_changed_weights(config)
     assert changed and all(name.startswith("model.visual.") for name in changed)
     assert "model.visual.patch_embed.proj.weight" in changed
     assert (tmp_path / "straight" / WARMUP_HEAD_FILE).is_file()
@@ -152,8 +159,9 @@ def test_vision_warmup_trains_only_the_tower_and_resumes_exactly(tmp_path, phant
     interrupted = warmup_recipe(phantoms, tmp_path / "resumed", "save_every=2")
     train(interrupted)
     resumed = train(interrupted, resume=tmp_path / "resumed" / "checkpoints" / "step-0000002")
+    first = PhotonForConditionalGeneration.from_pretrained(straight.final_model).state_dict()
     second = PhotonForConditionalGeneration.from_pretrained(resumed.final_model).state_dict()
-    for name, tensor in after.items():
+    for name, tensor in first.items():
         assert torch.equal(tensor, second[name]), name
 
 
@@ -186,15 +194,7 @@ def test_token_composition_holds_the_lesion_and_its_organ(phantoms):
 
 def test_vision_warmup_with_anatomy_and_diameter_heads_trains_only_the_tower(tmp_path, phantoms):
     config = warmup_recipe(phantoms, tmp_path / "heads", "vision_warmup.anatomy_weight=1", "vision_warmup.diameter_weight=1")
-    from accelerate.utils import set_seed
-
-    from photonlib.training.loop import build_model, load_examples
-
-    set_seed(config.seed)
-    before = build_model(config, load_examples(config))[0].state_dict()
-    result = train(config)
-    after = PhotonForConditionalGeneration.from_pretrained(result.final_model).state_dict()
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    result, changed = train_and_list_changed_weights(config)
     assert changed and all(name.startswith("model.visual.") for name in changed)
     assert math.isfinite(result.last_loss)
 
