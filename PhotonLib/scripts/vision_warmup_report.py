@@ -49,7 +49,7 @@ def main() -> None:
     with torch.no_grad():
         for entry in volumes:
             array = prepare_volume(read_volume(entry.volume), processor.preprocess).array
-            scores.append(warmup(**warmup_batch(processor, [array]))[0].numpy())
+            scores.append(warmup(**warmup_batch(processor, [array])).lesion[0].numpy())
             labels.append(token_lesion_labels(entry, processor.preprocess, token_grid, arguments.lesion_fraction))
     scores, labels = np.stack(scores), np.stack(labels)
     has_lesion = np.array([entry.lesion_label is not None for entry in volumes])

@@ -49,7 +49,6 @@ from photonlib.model.tokens import IGNORE_INDEX
 from photonlib.training.config import TrainConfig, config_to_dict
 from photonlib.training.vision_warmup import (
     VisionWarmup,
-    WarmupPrediction,
     WarmupVolume,
     anatomy_loss,
     diameter_loss,
@@ -515,16 +514,13 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                     batch = warmup_batch(processor, [cache.array(item.volume) for item in batch_items])
                     prediction = trained(**{k: v.to(accelerator.device) for k, v in batch.items()})
                     targets = torch.from_numpy(np.stack([token_labels[item.volume] for item in batch_items])).to(accelerator.device)
-                    if isinstance(prediction, WarmupPrediction):
-                        loss = warmup_loss(prediction.lesion, targets, lesion_weight)
-                        if prediction.anatomy is not None:
-                            composition = _stacked_compositions(token_anatomy, batch_items, prediction.anatomy.shape)
-                            loss = loss + settings.anatomy_weight * anatomy_loss(prediction.anatomy, composition.to(accelerator.device))
-                        if prediction.diameter is not None:
-                            diameters = torch.tensor([item.lesion_diameter_mm or float("nan") for item in batch_items])
-                            loss = loss + settings.diameter_weight * diameter_loss(prediction.diameter, targets, diameters.to(accelerator.device))
-                    else:
-                        loss = warmup_loss(prediction, targets, lesion_weight)
+                    loss = warmup_loss(prediction.lesion, targets, lesion_weight)
+                    if prediction.anatomy is not None:
+                        composition = _stacked_compositions(token_anatomy, batch_items, prediction.anatomy.shape)
+                        loss = loss + settings.anatomy_weight * anatomy_loss(prediction.anatomy, composition.to(accelerator.device))
+                    if prediction.diameter is not None:
+                        diameters = torch.tensor([item.lesion_diameter_mm or float("nan") for item in batch_items])
+                        loss = loss + settings.diameter_weight * diameter_loss(prediction.diameter, targets, diameters.to(accelerator.device))
                     # Equal-sized means on every process: the global mean is their mean.
                     loss = loss * (share / world)
                 else:

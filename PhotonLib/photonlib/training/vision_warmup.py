@@ -114,14 +114,10 @@ class VisionWarmup(nn.Module):
         self.anatomy_head = nn.Linear(width, anatomy_classes) if anatomy_classes else None
         self.diameter_head = nn.Linear(width, 1) if diameter else None
 
-    def forward(self, pixel_values: torch.Tensor, video_grid_thw: torch.Tensor) -> torch.Tensor | WarmupPrediction:
-        """(batch, tokens) lesion logits; with anatomy or diameter heads a ``WarmupPrediction``."""
+    def forward(self, pixel_values: torch.Tensor, video_grid_thw: torch.Tensor) -> WarmupPrediction:
         tokens = torch.stack(self.tower.encode_volumes(pixel_values, video_grid_thw))
-        lesion = self.head(tokens).squeeze(-1)
-        if self.anatomy_head is None and self.diameter_head is None:
-            return lesion
         return WarmupPrediction(
-            lesion=lesion,
+            lesion=self.head(tokens).squeeze(-1),
             anatomy=self.anatomy_head(tokens) if self.anatomy_head is not None else None,
             diameter=self.diameter_head(tokens).squeeze(-1) if self.diameter_head is not None else None,
         )
