@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from photonlib.errors import PhotonInputError
 from photonlib.geometry import LPS_TO_RAS_3X3, VolumeGeometry
 
 #: Version of the HTTP API (the ``/v1`` prefix). Client and server must agree on it.
@@ -48,7 +49,7 @@ MAX_RAW_HEADER_BYTES = 64 * 1024
 _PREAMBLE = struct.Struct("<8sI")
 
 
-class WireFormatError(ValueError):
+class WireFormatError(PhotonInputError):
     """Bytes that do not follow the format they claim (message says what is wrong)."""
 
 

@@ -123,17 +123,21 @@ def explain(error: BaseException, url: str = "") -> BackendError:
 
 
 @dataclass(frozen=True)
-class BackendAnswer:
-    """One answered question with its heatmap (KJI float32 keep probability on the volume's grid)."""
+class PhotonAnswer:
+    """One answered question: what the backend sent (the answer, its token counts and the heatmap,
+    a KJI float32 keep probability on the volume's grid), and once the logic has put it in the
+    scene (:meth:`PhotonAskLogic.add_result`), the heatmap volume node and the history row."""
 
     answer: str
     tokens_kept: int
     tokens_total: int
     stopped: bool
-    model: str
+    model: str  # the model's name and version, as the history shows it
     timings: dict[str, float]
     heatmap_array: np.ndarray = field(repr=False)
     heatmap_geometry: VolumeGeometry = field(repr=False)
+    heatmap_node: Any = field(default=None, repr=False)  # vtkMRMLScalarVolumeNode, once in the scene
+    history_row: int | None = None
 
 
 ProgressCallback = Callable[[str, int], None]  # (partial answer, tokens generated)
@@ -158,7 +162,7 @@ class Backend(Protocol):
         on_progress: ProgressCallback | None = None,
         cancel_event: threading.Event | None = None,
         on_busy: BusyCallback | None = None,
-    ) -> BackendAnswer:
+    ) -> PhotonAnswer:
         """Blocks until answered; raises :class:`AskCancelled` if ``cancel_event`` is set before any answer.
 
         ``on_busy`` is called whenever the question waits for a backend busy with other questions.
@@ -229,7 +233,7 @@ class ClientBackend:
         on_progress=None,
         cancel_event=None,
         on_busy=None,
-    ) -> BackendAnswer:
+    ) -> PhotonAnswer:
         """Upload, ask, wait, fetch the heatmap. Blocks: run it off the main thread.
 
         ``cancel_event`` belongs to this one question: setting it at any time, even before this
@@ -286,7 +290,7 @@ class ClientBackend:
         model = result.model or {}
         model_name = model.get("name") or model.get("model") or ""
         version = model.get("version") or model.get("checkpoint") or ""
-        return BackendAnswer(
+        return PhotonAnswer(
             answer=result.answer,
             tokens_kept=int(result.tokens_kept),
             tokens_total=int(result.tokens_total),

@@ -299,8 +299,7 @@ class LocalBackendProcess:
     Args:
         python: the Python executable that has PhotonLib's backend dependencies.
         port: 0 picks a free port (the URL is read from the log once the server listens).
-        model: a Photon model folder; None uses the embedded model (or the labelled tiny
-            random model when none is installed).
+        model: a Photon model folder; None uses the demo model embedded in photonlib.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         startup_env: the environment Slicer was started from (``slicer.util.startupEnvironment()``);
             with it the child's environment follows :func:`python_environment`.

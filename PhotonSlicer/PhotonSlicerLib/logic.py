@@ -7,26 +7,12 @@ and from tests.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import display, history, volumes
-from .backend import DEFAULT_URL, Backend, BackendAnswer, BackendError, ProgressCallback, connect
-
-
-@dataclass(frozen=True)
-class PhotonAnswer:
-    """What ``ask`` returns: the answer, its token counts, and the heatmap volume node."""
-
-    answer: str
-    tokens_kept: int
-    tokens_total: int
-    stopped: bool
-    model: str
-    timings: dict[str, float]
-    heatmap_node: object  # vtkMRMLScalarVolumeNode
-    history_row: int
+from .backend import DEFAULT_URL, Backend, BackendError, PhotonAnswer, ProgressCallback, connect
 
 
 class PhotonAskLogic:
@@ -54,7 +40,7 @@ class PhotonAskLogic:
     # ------------------------------------------------------------------ asking
     def ask_backend(self, volume_node, question: str, *, max_new_tokens: int | None = None,
                     on_progress: ProgressCallback | None = None,
-                    cancel_event: threading.Event | None = None) -> BackendAnswer:  # fmt: skip
+                    cancel_event: threading.Event | None = None) -> PhotonAnswer:  # fmt: skip
         """The slow part (upload, answer, heatmap download): no scene changes, fine in a worker thread.
 
         Reading the volume's voxels happens here too; the widget calls :meth:`read_volume` on
@@ -73,7 +59,7 @@ class PhotonAskLogic:
         except ValueError as error:
             raise BackendError(str(error)) from error
 
-    def add_result(self, volume_node, question: str, result: BackendAnswer, *, show: bool = True) -> PhotonAnswer:
+    def add_result(self, volume_node, question: str, result: PhotonAnswer, *, show: bool = True) -> PhotonAnswer:
         """The MRML part (main thread in Slicer): heatmap node with the volume's geometry (shown over
         the volume in the slice views when ``show``), history row."""
         _, geometry = self.read_volume(volume_node)
@@ -97,11 +83,7 @@ class PhotonAskLogic:
             heatmap_node.GetID(),
             cancelled=result.stopped,
         )
-        return PhotonAnswer(
-            answer=result.answer, tokens_kept=result.tokens_kept, tokens_total=result.tokens_total,
-            stopped=result.stopped, model=result.model, timings=result.timings,
-            heatmap_node=heatmap_node, history_row=row,
-        )  # fmt: skip
+        return dataclasses.replace(result, heatmap_node=heatmap_node, history_row=row)
 
     def ask(self, volume_node, question: str, *, max_new_tokens: int | None = None,
             on_progress: ProgressCallback | None = None,

@@ -107,13 +107,11 @@ DEMO_MODEL_NAME = "photon-demo"
 
 
 def server_text(info: Mapping) -> str:
-    """E.g. "photon-s1 on cuda:0"; says so plainly when the server runs the random test model."""
+    """E.g. "photon-s1 on cuda:0"; says so plainly when the server runs the demo model."""
     model = info.get("model") or {}
     name = model.get("name") or "Photon"
     device = model.get("device")
     text = f"{name} on {device}" if device else str(name)
-    if "random" in str(name):
-        text += " (random test model: its answers are meaningless)"
-    elif name == DEMO_MODEL_NAME:  # the model shipped with photonlib, trained on synthetic phantoms
+    if name == DEMO_MODEL_NAME:  # the model shipped with photonlib, trained on synthetic phantoms
         text += " (demo model trained on synthetic phantoms: not for real scans)"
     return text

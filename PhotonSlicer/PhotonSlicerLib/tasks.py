@@ -13,8 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .backend import AskCancelled, BackendAnswer, BackendError, explain
-from .logic import PhotonAnswer, PhotonAskLogic
+from .backend import AskCancelled, BackendError, PhotonAnswer, explain
+from .logic import PhotonAskLogic
 
 RUNNING, DONE, CANCELLED, ERROR = "running", "done", "cancelled", "error"
 
@@ -52,7 +52,7 @@ class AskTask:
         self._partial, self._tokens = "", 0
         self._busy_since: float | None = None  # when the wait for a busy backend began (monotonic)
         self._busy_limit = 0.0
-        self._result: BackendAnswer | None = None
+        self._result: PhotonAnswer | None = None
         self._error: BackendError | None = None
         self._thread: threading.Thread | None = None
         self._backend = None

@@ -35,3 +35,19 @@ def phantom_volume(seed: int = 0) -> np.ndarray:
     centre = rng.uniform(-0.5, 0.5, size=3)
     blob = np.exp(-((d - centre[0]) ** 2 + (h - centre[1]) ** 2 + (w - centre[2]) ** 2) / 0.05)
     return (0.3 * rng.random(TEST_GRID.model_grid) + 0.7 * blob).astype(np.float32)
+
+
+#: What the tests' servers and engines call the tiny random model (never a shipped name).
+RANDOM_MODEL_NAME = "photon-tiny-random"
+
+
+def random_tiny_model(seed: int = 0) -> tuple[PhotonForConditionalGeneration, PhotonProcessor]:
+    """A deterministic tiny random Photon with the CPU-sized ``small`` grid: fast enough for the
+    serving and client tests, whose answers do not matter. The global RNG is left as it was."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = PhotonForConditionalGeneration(PhotonConfig.from_preset("tiny", attn_implementation="sdpa"))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.eval(), PhotonProcessor.for_config(model.config, PreprocessConfig.preset("small"))

@@ -21,11 +21,11 @@ import numpy as np
 
 from photonlib.geometry import VolumeGeometry
 from photonlib.inference import PhotonEngine
-from photonlib.inference.engine import random_tiny_model
 from photonlib.serving.app import create_app
 from photonlib.serving.server import BackgroundServer
 from photonlib.serving.settings import ServerSettings
 
+from model_factory import RANDOM_MODEL_NAME, random_tiny_model
 from volume_factory import rotation
 
 PHOTON = Path(sys.executable).with_name("photon")
@@ -39,7 +39,7 @@ LONG_ANSWER = 100_000
 def tiny_engine() -> PhotonEngine:
     """One engine for the whole session (servers run one at a time; the engine has a lock)."""
     model, processor = random_tiny_model()
-    return PhotonEngine(model, processor, "photon-tiny-random", "cpu")
+    return PhotonEngine(model, processor, RANDOM_MODEL_NAME, "cpu")
 
 
 @dataclass

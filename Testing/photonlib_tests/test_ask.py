@@ -74,7 +74,8 @@ def test_ask_refuses_bad_input_with_one_line(tmp_path):
 def test_tokens_kept_counts_what_the_language_model_used():
     """ITS scores in every mode but drops only in hard mode: without dropping, every token was used."""
     from photonlib.inference import PhotonEngine
-    from photonlib.inference.engine import random_tiny_model
+
+    from model_factory import random_tiny_model
 
     geometry = VolumeGeometry((40, 40, 20), (3.0, 3.0, 6.0), (0.0, 0.0, 0.0), np.eye(3))
     volume, _ = ct_with_sphere(geometry, geometry.center_lps, 15.0)

@@ -437,7 +437,7 @@ def test_3b_preset_has_the_qwen2_5_vl_3b_shapes():
 
 # ----------------------------------------------------------------------------- release precision
 def _bf16_scoring_inputs(seed: int):
-    from photonlib.model.pruning.pruners import LanguageStageInputs
+    from photonlib.model.pruning.interface import LanguageStageInputs
 
     generator = torch.Generator().manual_seed(seed)
     length, visual = 40, torch.zeros(1, 40, dtype=torch.bool)

@@ -18,12 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from photonlib.cli import convert as convert_cli
 from photonlib.cli.main import main
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.model.conversion import (
     PATCH_EMBEDDING,
-    PATCH_INITS,
     QWEN_KEY_RULES,
     THRESHOLD_MLP_KEYS,
     CheckpointError,
@@ -539,7 +537,3 @@ def test_photon_convert_bad_input_exits_2_with_one_line(case, message, tmp_path,
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("photon convert: error: "), captured.err
     assert message in lines[0]
-
-
-def test_cli_patch_init_choices_match_the_library():
-    assert convert_cli.PATCH_INIT_CHOICES == PATCH_INITS

@@ -10,14 +10,10 @@ from transformers.vision_utils import get_vision_window_index
 
 from photonlib.model import PhotonConfig
 from photonlib.model.modeling import PhotonVisionModel
-from photonlib.model.pruning.baselines import (
-    HiPrunePruner,
-    VisionZipPruner,
-    hiprune_choice,
-    kept_count,
-    visionzip_choice,
-)
-from photonlib.model.pruning.pruners import PRUNER_NAMES, VisionStageInputs, build_pruner
+from photonlib.model.pruning.baselines import HiPrunePruner, VisionZipPruner, hiprune_choice, visionzip_choice
+from photonlib.model.pruning.budget import kept_count
+from photonlib.model.pruning.interface import VisionStageInputs
+from photonlib.model.pruning.registry import PRUNER_NAMES, build_pruner
 from photonlib.model.pruning.vision_attention import VisionAttentionRecorder, middle_vision_block
 
 from model_factory import phantom_volume, tiny_model

@@ -10,8 +10,8 @@ import pytest
 
 import photonlib.client as client_module
 from photonlib.client import ConnectionLostError, PhotonClient, ServerNotRunningError
-from photonlib.inference.engine import random_tiny_model
 
+from model_factory import random_tiny_model
 from serving_helpers import LONG_ANSWER, cli_server, ct_array, oblique_geometry, wait_for_tokens
 
 

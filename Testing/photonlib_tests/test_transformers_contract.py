@@ -1,7 +1,8 @@
 """The transformers contract: every internal the adapter relies on, checked against the installed release.
 
 Run after upgrading transformers; a failure prints the list of what changed. The checks also
-run at import of ``photonlib.model`` (which then stops with the same list).
+run when the model classes load (``from photonlib.model import PhotonConfig``), which then stops
+with the same list.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ import torch
 
 from photonlib.benchmarks.spec import BenchSpec
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
+from photonlib.model.pruning.budget import kept_count
+from photonlib.model.pruning.interface import LanguageStageInputs, TokenPruner, TokenSelection
 from photonlib.model.pruning.its import instruction_weighted_scores, min_max_normalize
-from photonlib.model.pruning.pruners import LanguageStageInputs, TokenPruner, TokenSelection
 from photonlib.model.transformers_adapter import LinearPatchEmbed
 from photonlib.volume import PreprocessConfig
 
@@ -85,7 +86,7 @@ def photon_token_count(spec: BenchSpec, config: PhotonConfig) -> int:
 
 def budget_count(spec: BenchSpec, photon_tokens: int) -> int:
     """Visual tokens ITS and the fixed budgets keep: ``round(keep_ratio * V)``, in [1, V - 1]."""
-    return min(photon_tokens - 1, max(1, round(spec.keep_ratio * photon_tokens)))
+    return kept_count(photon_tokens, spec.keep_ratio, drop_at_least_one=True)
 
 
 def build_tokenizer(spec: BenchSpec):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from photonlib.benchmarks import costmodel
 from photonlib.benchmarks.spec import BASELINE, INTERLEAVED, BenchSpec
+from photonlib.errors import PhotonEnvironmentError
 
 SCHEMA = "photonlib.bench/1"
 
@@ -36,8 +37,8 @@ RATIO_FIGURES = {
 }
 
 
-class BenchError(ValueError):
-    """A benchmark that cannot run here (shown as one line by the CLI)."""
+class BenchError(PhotonEnvironmentError):
+    """A benchmark that cannot run on this machine (shown as one line by the CLI)."""
 
 
 def check_device(spec: BenchSpec) -> None:

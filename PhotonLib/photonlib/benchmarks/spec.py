@@ -23,6 +23,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from photonlib.errors import ConfigurationError
+
 BASELINE = "qwen2.5-vl"
 METHODS = ("qwen2.5-vl", "photon", "photon-its", "visionzip", "hiprune")
 #: The worker name of the timed rounds of every method, interleaved in one process.
@@ -81,30 +83,30 @@ class BenchSpec:
         object.__setattr__(self, "methods", tuple(self.methods))
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"unknown benchmark method(s) {unknown}; known: {', '.join(METHODS)}")
+            raise ConfigurationError(f"unknown benchmark method(s) {unknown}; known: {', '.join(METHODS)}")
         if not self.methods:
-            raise ValueError("name at least one method")
+            raise ConfigurationError("name at least one method")
         if not 0 < self.keep_ratio < 1:
-            raise ValueError(f"keep ratio must be in (0, 1), got {self.keep_ratio}")
+            raise ConfigurationError(f"keep ratio must be in (0, 1), got {self.keep_ratio}")
         if self.repeats < 1 or self.warmup < 0:
-            raise ValueError(f"need repeats >= 1 and warmup >= 0, got {self.repeats} and {self.warmup}")
+            raise ConfigurationError(f"need repeats >= 1 and warmup >= 0, got {self.repeats} and {self.warmup}")
         if self.new_tokens < 2:
-            raise ValueError(f"decode at least 2 new tokens (the first comes from the prefill), got {self.new_tokens}")
+            raise ConfigurationError(f"decode at least 2 new tokens (the first comes from the prefill), got {self.new_tokens}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}")
+            raise ConfigurationError(f"threads must be at least 1, got {self.threads}")
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+            raise ConfigurationError(f"device must be cpu or cuda, got {self.device!r}")
         if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+            raise ConfigurationError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.tokenizer not in ("qwen", "compact"):
-            raise ValueError(f"tokenizer must be qwen or compact, got {self.tokenizer!r}")
+            raise ConfigurationError(f"tokenizer must be qwen or compact, got {self.tokenizer!r}")
         if self.follow_up_question.strip() == self.question.strip():
-            raise ValueError(
+            raise ConfigurationError(
                 "the follow-up question must differ from the first question (it measures a second, different question)"
             )
         depth, height, width = self.volume_shape
         if depth % 14 or height % 28 or width % 28:
-            raise ValueError(f"volume shape {self.volume_shape} must be multiples of (14, 28, 28)")
+            raise ConfigurationError(f"volume shape {self.volume_shape} must be multiples of (14, 28, 28)")
 
     @property
     def ordered_methods(self) -> list[str]:
@@ -216,5 +218,5 @@ def preset(name: str, **changes: Any) -> BenchSpec:
     try:
         spec = PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown benchmark preset {name!r}; use one of {', '.join(PUBLIC_PRESETS)}") from None
+        raise ConfigurationError(f"unknown benchmark preset {name!r}; use one of {', '.join(PUBLIC_PRESETS)}") from None
     return spec.replace(**{key: value for key, value in changes.items() if value is not None})

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from photonlib.cli.volume_options import add_volume_arguments, read_volume_from_args
+from photonlib.errors import UsageError
 
 if TYPE_CHECKING:
     from photonlib.client import AskResult, BusyWait
@@ -55,9 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.question.strip():
-        raise ValueError("the question is empty")
+        raise UsageError("the question is empty")
     if args.max_new_tokens < 1:
-        raise ValueError("--max-new-tokens must be at least 1")
+        raise UsageError("--max-new-tokens must be at least 1")
     if args.png:
         from photonlib.inference.overlay import require_matplotlib
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.server:
         return run_remote(args, volume)
     if args.token:
-        raise ValueError("--token needs --server")
+        raise UsageError("--token needs --server")
 
     from photonlib.inference import PhotonEngine
 
@@ -122,13 +123,12 @@ def print_result(result: dict, as_json: bool) -> None:
 
 def run_remote(args: argparse.Namespace, volume: Volume) -> int:
     """Upload the voxels and geometry (never DICOM tags) to ``photon serve``, ask, print."""
-    from photonlib.cli.main import UserInputError
     from photonlib.client import PhotonClient, PhotonClientError
 
     if args.model is not None or args.device != "auto":
-        raise UserInputError("--model and --device choose a local model; with --server the server's model answers")
+        raise UsageError("--model and --device choose a local model; with --server the server's model answers")
     if not (args.busy_wait >= 0 and math.isfinite(args.busy_wait)):
-        raise UserInputError(f"--busy-wait must be 0 (do not wait) or a number of seconds, not {args.busy_wait}")
+        raise UsageError(f"--busy-wait must be 0 (do not wait) or a number of seconds, not {args.busy_wait}")
     client = PhotonClient(args.server, token=args.token, timeout=60.0, busy_wait_s=args.busy_wait)
     job_id = None
     try:
@@ -147,8 +147,6 @@ def run_remote(args: argparse.Namespace, volume: Volume) -> int:
             is_ct = volume.modality == "CT" or (volume.modality is None and float(volume.array.min()) <= -500)
             caption = Caption(args.question, answer.answer, answer.tokens_kept, answer.tokens_total, str(answer.model.get("name")))
             save_picture(args.png, volume, heatmap, is_ct, caption)  # the server sends no keep mask: p > 0.5 is ITS's rule
-    except PhotonClientError as error:
-        raise UserInputError(str(error)) from None
     except KeyboardInterrupt:
         if job_id is not None:  # do not leave the server working for nobody
             try:

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from photonlib.errors import MissingExtraError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise ValueError("--plot needs matplotlib: pip install 'photonlib[bench]'") from None
+            raise MissingExtraError("--plot needs matplotlib: pip install 'photonlib[bench]'") from None
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
     spec = preset(
         args.preset, repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, keep_ratio=args.keep_ratio,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SOURCE_CHOICES = ("auto", "released", "qwen2.5-vl")
-PATCH_INIT_CHOICES = ("released", "from_2d")  # photonlib.model.conversion.PATCH_INITS (not imported: torch is slow)
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+from photonlib.model.checkpoint_formats import PATCH_INITS, SOURCE_FORMATS, WEIGHT_DTYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,18 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--from",
         dest="source_format",
-        choices=SOURCE_CHOICES,
+        choices=("auto", *SOURCE_FORMATS),
         default="auto",
         help="checkpoint kind (default auto: a one-channel patch embedding in config.json means released)",
     )
     parser.add_argument(
         "--patch-init",
-        choices=PATCH_INIT_CHOICES,
+        choices=PATCH_INITS,
         default=None,
         help="Qwen2.5-VL only: 3D patch embedding from a truncated normal (released, the default) or from the 2D kernel",
     )
     parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, default="auto", help="weight dtype (default: the checkpoint's)"
+        "--dtype", choices=("auto", *WEIGHT_DTYPES), default="auto", help="weight dtype (default: the checkpoint's)"
     )
     parser.add_argument("--overwrite", action="store_true", help="write into DST even if it is not empty")
     parser.set_defaults(run=run)

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from photonlib.errors import UsageError
 from photonlib.serving.settings import MIB, ServerSettings, check_bind_safety
 
 DEFAULTS = ServerSettings()
@@ -50,17 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_token(args: argparse.Namespace) -> str | None:
     """--token, else --token-file, else $PHOTON_TOKEN; surrounding whitespace is dropped."""
-    from photonlib.cli.main import UserInputError
 
     if args.token is not None and args.token_file is not None:
-        raise UserInputError("give --token or --token-file, not both")
+        raise UsageError("give --token or --token-file, not both")
     if args.token is not None:
         token = args.token
     elif args.token_file is not None:
         try:
             token = args.token_file.read_text().strip()
         except OSError as error:
-            raise UserInputError(f"cannot read the token file {args.token_file}: {error.strerror}") from None
+            raise UsageError(f"cannot read the token file {args.token_file}: {error.strerror}") from None
     else:
         token = os.environ.get(TOKEN_ENV, "")
     token = token.strip()
@@ -86,8 +86,6 @@ def settings_from_args(args: argparse.Namespace, token: str | None) -> ServerSet
 
 
 def run(args: argparse.Namespace) -> int:
-    from photonlib.cli.main import UserInputError
-
     token = resolve_token(args)
     check_bind_safety(args.host, token)  # before anything slow: refuse at once
     settings = settings_from_args(args, token)
@@ -99,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return bind_socket(settings.host, settings.port)
         except OSError as error:
-            raise UserInputError(
+            raise UsageError(
                 f"cannot listen on {settings.host}:{settings.port} ({error.strerror or error}); "
                 "is another photon serve running? choose another --port"
             ) from None
@@ -114,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from photonlib.inference import PhotonEngine
     from photonlib.serving.app import create_app
 
-    try:
-        engine = PhotonEngine.load(args.model, args.device)
-    except FileNotFoundError as error:
-        raise UserInputError(str(error)) from None
+    engine = PhotonEngine.load(args.model, args.device)
     if settings.port != 0:
         sock = listen()
     url = url_of(sock)

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from photonlib.errors import PhotonInputError
+
 OnError = Literal["skip", "raise"]
 QuestionType = Literal["open", "closed"]
 
 
 
-class DatasetError(ValueError):
+class DatasetError(PhotonInputError):
     """A dataset file (or one of its rows) cannot be used; the message names file, row and reason."""
 
     def __init__(self, message: str, problem: RowProblem | None = None) -> None:

@@ -16,7 +16,6 @@ The work splits in two so a second question about the same volume is cheap:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,18 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from photonlib.errors import ConfigurationError, PhotonEnvironmentError
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor, Turn
 from photonlib.model.configuration import PRUNING_MODES
 from photonlib.model.prompt_prefix import PrefixCache
-from photonlib.model.pruning.pruners import TokenPruner
+from photonlib.model.pruning.interface import TokenPruner
 from photonlib.model.transformers_adapter import quiet_loading
-from photonlib.volume import PreparedVolume, PreprocessConfig, Volume, map_to_source, prepare_volume, write_heatmap
-
-logger = logging.getLogger(__name__)
+from photonlib.volume import PreparedVolume, Volume, map_to_source, prepare_volume, write_heatmap
 
 #: The model shipped inside the package (PhotonLib/configs/phantom-demo*.yaml; see its README.md).
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "photon-demo"
-RANDOM_MODEL_NAME = "photon-tiny-random"
 
 
 @dataclass
@@ -91,9 +88,9 @@ class PhotonEngine:
     def use_pruning(self, pruner: str | None = None, budget: float | None = None, mode: str | None = None) -> None:
         """Run another pruner, budget or pruning mode than the saved model's (evaluation of baselines)."""
         if mode is not None and mode not in PRUNING_MODES:
-            raise ValueError(f"pruning mode must be one of {', '.join(PRUNING_MODES)}, got {mode!r}")
+            raise ConfigurationError(f"pruning mode must be one of {', '.join(PRUNING_MODES)}, got {mode!r}")
         if budget is not None and not 0 < budget <= 1:
-            raise ValueError(f"the pruning budget is a kept fraction in (0, 1], got {budget}")
+            raise ConfigurationError(f"the pruning budget is a kept fraction in (0, 1], got {budget}")
         name = pruner or self.pruner_name
         budget = budget if budget is not None else self.pruning_budget
         self.pruner = self.model.build_pruner(name, budget)
@@ -103,18 +100,16 @@ class PhotonEngine:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> PhotonEngine:
-        """Load a saved Photon folder; without one, the embedded demo model (or, until one is
-        shipped, a seeded tiny random model, which answers nonsense and says so in its name)."""
+        """Load a saved Photon folder; without one, the demo model embedded in the package."""
         device = resolve_device(device)
-        if model_dir is None and EMBEDDED_MODEL_DIR.exists():
-            model_dir = EMBEDDED_MODEL_DIR
-        if model_dir is None:
-            model, processor = random_tiny_model()
-            logger.warning("no embedded Photon model is installed: using a random tiny model (answers are meaningless)")
-            return cls(model, processor, RANDOM_MODEL_NAME, device)
-        folder = Path(model_dir)
+        folder = Path(model_dir) if model_dir is not None else EMBEDDED_MODEL_DIR
         if not (folder / "config.json").exists():
-            raise FileNotFoundError(f"{folder}: not a Photon model folder (no config.json)")
+            if model_dir is None:
+                raise PhotonEnvironmentError(
+                    f"the demo model embedded in photonlib is missing ({folder}); reinstall photonlib, "
+                    "or give a Photon model folder (--model)"
+                )
+            raise ConfigurationError(f"{folder}: not a Photon model folder (no config.json)")
         dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
         with quiet_loading():
             model = PhotonForConditionalGeneration.from_pretrained(folder, dtype=dtype)
@@ -131,7 +126,6 @@ class PhotonEngine:
             "tokens_total": self.processor.token_count(grid),
             "pruner": self.pruner_name,
             "pruning_mode": self.pruning_mode,
-            "random_weights": self.name == RANDOM_MODEL_NAME,
         }
 
     # ------------------------------------------------------------------ work
@@ -253,18 +247,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
+        raise ConfigurationError("--device cuda was asked for, but PyTorch sees no CUDA device")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+        raise ConfigurationError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     return device
-
-
-def random_tiny_model(seed: int = 0) -> tuple[PhotonForConditionalGeneration, PhotonProcessor]:
-    """A deterministic tiny random Photon with the CPU-sized ``small`` grid (placeholder model)."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = PhotonForConditionalGeneration(PhotonConfig.from_preset("tiny", attn_implementation="sdpa"))
-    finally:
-        torch.random.set_rng_state(generator_state)
-    return model.eval(), PhotonProcessor.for_config(model.config, PreprocessConfig.preset("small"))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
+from photonlib.errors import MissingExtraError, UsageError
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume.image import geometry_to_sitk, reference_image
 
@@ -236,7 +237,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ValueError("--png needs matplotlib: pip install 'photonlib[png]' (or pip install matplotlib)") from None
+        raise MissingExtraError("--png needs matplotlib: pip install 'photonlib[png]' (or pip install matplotlib)") from None
 
 
 def overlay_figure(
@@ -385,7 +386,7 @@ def write_overlay_png(
     """Write the picture (see the module docstring) as a PNG; returns its path."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"{path.name}: the picture is written as PNG; use a .png name")
+        raise UsageError(f"{path.name}: the picture is written as PNG; use a .png name")
     figure = overlay_figure(image_kji, heatmap_kji, geometry, window, keep_mask_kji=keep_mask_kji, caption=caption)
     picture = render_figure(figure)
     path.parent.mkdir(parents=True, exist_ok=True)

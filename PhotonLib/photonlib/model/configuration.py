@@ -22,6 +22,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, Qwen2_5_VLConfig
 
+from photonlib.errors import ConfigurationError
 from photonlib.model.pruning.pruners import SCORE_PRECISIONS
 from photonlib.model.tokens import merged_grid, patch_grid
 
@@ -95,21 +96,21 @@ class PhotonConfig(Qwen2_5_VLConfig):
         if self.its_layer is None:
             self.its_layer = max(0, int(layers / 4) - 1)
         if not 0 <= self.its_layer < layers - 1:
-            raise ValueError(f"its_layer must be in [0, {layers - 2}] for {layers} decoder layers, got {self.its_layer}")
+            raise ConfigurationError(f"its_layer must be in [0, {layers - 2}] for {layers} decoder layers, got {self.its_layer}")
         if self.pruning_mode not in PRUNING_MODES:
-            raise ValueError(f"pruning_mode must be one of {PRUNING_MODES}, got {self.pruning_mode!r}")
+            raise ConfigurationError(f"pruning_mode must be one of {PRUNING_MODES}, got {self.pruning_mode!r}")
         if self.surrogate_gradient not in SURROGATE_GRADIENTS:
-            raise ValueError(f"surrogate_gradient must be one of {SURROGATE_GRADIENTS}, got {self.surrogate_gradient!r}")
+            raise ConfigurationError(f"surrogate_gradient must be one of {SURROGATE_GRADIENTS}, got {self.surrogate_gradient!r}")
         if not self.its_temperature > 0:
-            raise ValueError(f"its_temperature must be positive, got {self.its_temperature}")
+            raise ConfigurationError(f"its_temperature must be positive, got {self.its_temperature}")
         if self.pruning_budget is not None and not 0 < self.pruning_budget <= 1:
-            raise ValueError(f"pruning_budget must be a fraction in (0, 1], got {self.pruning_budget}")
+            raise ConfigurationError(f"pruning_budget must be a fraction in (0, 1], got {self.pruning_budget}")
         if self.its_score_precision not in SCORE_PRECISIONS:
-            raise ValueError(f"its_score_precision must be one of {SCORE_PRECISIONS}, got {self.its_score_precision!r}")
+            raise ConfigurationError(f"its_score_precision must be one of {SCORE_PRECISIONS}, got {self.its_score_precision!r}")
         if self.volume_fps is not None and not self.volume_fps > 0:
-            raise ValueError(f"volume_fps must be positive (frames per second), got {self.volume_fps}")
+            raise ConfigurationError(f"volume_fps must be positive (frames per second), got {self.volume_fps}")
         if self.vision_config.in_channels != 1:
-            raise ValueError("Photon's 3D patch embedding has one input channel (vision_config.in_channels=1)")
+            raise ConfigurationError("Photon's 3D patch embedding has one input channel (vision_config.in_channels=1)")
 
     # ------------------------------------------------------------------ grid helpers
     @property
@@ -145,7 +146,7 @@ class PhotonConfig(Qwen2_5_VLConfig):
         try:
             build = _PRESETS[name]
         except KeyError:
-            raise ValueError(f"unknown Photon preset {name!r}; known: {', '.join(_PRESETS)}") from None
+            raise ConfigurationError(f"unknown Photon preset {name!r}; known: {', '.join(_PRESETS)}") from None
         fields = build()
         fields["text_config"].update(overrides.pop("text", None) or {})
         fields["vision_config"].update(overrides.pop("vision", None) or {})

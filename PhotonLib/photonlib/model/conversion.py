@@ -69,6 +69,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, GenerationConfig, Qwen2_5_VLConfig
 
+from photonlib.errors import PhotonInputError
+from photonlib.model.checkpoint_formats import PATCH_INITS, SOURCE_FORMATS
 from photonlib.model.configuration import RELEASED_VOLUME_FPS, PhotonConfig, default_attention_implementation
 from photonlib.model.decoding import GENERATION_CONFIG_FILE, DecodingSettings
 from photonlib.model.modeling import PhotonForConditionalGeneration
@@ -77,9 +79,6 @@ from photonlib.model.transformers_adapter import quiet_loading
 from photonlib.volume.preprocess import PreprocessConfig
 
 logger = logging.getLogger(__name__)
-
-SOURCE_FORMATS = ("released", "qwen2.5-vl")
-PATCH_INITS = ("released", "from_2d")
 
 PATCH_EMBEDDING = "model.visual.patch_embed.proj.weight"
 THRESHOLD_MLP_PREFIX = "model.language_model.token_scheduler."
@@ -100,7 +99,7 @@ OVERRIDABLE_FIELDS = (
 )  # fmt: skip
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PhotonInputError):
     """A folder or state dict that cannot become a Photon model; the message says why."""
 
 

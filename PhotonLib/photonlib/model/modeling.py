@@ -37,7 +37,8 @@ from photonlib.model.configuration import PhotonConfig
 from photonlib.model.decoding import GREEDY, DecodingSettings, next_token, seen_tokens
 from photonlib.model.positions import build_position_ids, next_positions
 from photonlib.model.prompt_prefix import PrefixCache, prefix_length
-from photonlib.model.pruning.pruners import TokenPruner, VisionStageInputs, build_pruner
+from photonlib.model.pruning.interface import TokenPruner, VisionStageInputs
+from photonlib.model.pruning.registry import build_pruner
 from photonlib.model.text_model import PhotonTextModel
 from photonlib.model.tokens import IGNORE_INDEX, instruction_mask_from_ids, merged_grids
 

@@ -31,8 +31,8 @@ from photonlib.model.compaction import (
 )
 from photonlib.model.configuration import PRUNING_MODES
 from photonlib.model.prompt_prefix import PromptPrefix
+from photonlib.model.pruning.interface import LanguageStageInputs, TokenPruner, TokenSelection
 from photonlib.model.pruning.its import ThresholdPredictor
-from photonlib.model.pruning.pruners import LanguageStageInputs, TokenPruner, TokenSelection
 from photonlib.model.pruning.sgp import gather_kept_tokens
 
 

@@ -43,6 +43,8 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as _qwen
 from transformers.utils import logging as _logging
 
+from photonlib.errors import PhotonEnvironmentError
+
 #: The releases this adapter is written and tested for (keep equal to pyproject.toml's range).
 #: 5.17 is the floor: from that release Qwen2.5-VL's rotary embedding returns the combined
 #: M-RoPE cos/sin (before, each layer combined three rows itself) and the vision tower takes its
@@ -78,7 +80,7 @@ class LinearPatchEmbed(QwenVisionPatchEmbed):
         return nn.functional.linear(flat, weight.flatten(1), self.proj.bias)
 
 
-class IncompatibleTransformersError(ImportError):
+class IncompatibleTransformersError(PhotonEnvironmentError, ImportError):
     """The installed transformers lacks, or changed, internals Photon relies on."""
 
 

@@ -28,7 +28,6 @@ class ModelInfo(BaseModel):
     name: str
     version: str = Field(description="digest of the model configuration and parameter shapes")
     device: str
-    random_weights: bool
     model_grid_dhw: list[int]
     token_grid: list[int]
     tokens_total: int = Field(description="visual tokens per volume before pruning (the token budget)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from photonlib.errors import ConfigurationError
 from photonlib.volume.image import ReadLimits
 
 MIB = 1024 * 1024
@@ -12,7 +13,7 @@ MIB = 1024 * 1024
 MIN_TOKEN_LENGTH = 16
 
 
-class UnsafeBindError(ValueError):
+class UnsafeBindError(ConfigurationError):
     """Listening on a non-loopback address without a token (or with a weak one)."""
 
 
@@ -42,14 +43,14 @@ class ServerSettings:
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "cache_bytes", "cache_entries", "queue_size", "max_new_tokens", "jobs_kept"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("job_timeout_s", "upload_timeout_s", "upload_idle_timeout_s", "ask_wait_s"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if not 1 <= self.default_max_new_tokens <= self.max_new_tokens:
-            raise ValueError("default_max_new_tokens must be between 1 and max_new_tokens")
+            raise ConfigurationError("default_max_new_tokens must be between 1 and max_new_tokens")
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
+            raise ConfigurationError(f"port must be 0..65535, got {self.port}")
 
     @property
     def auth_required(self) -> bool:

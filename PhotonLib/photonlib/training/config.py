@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from photonlib.errors import ConfigurationError
+
 
 @dataclass
 class ModelSettings:
@@ -71,9 +73,9 @@ class PruningSchedule:
 
     def __post_init__(self) -> None:
         if self.counted_in not in SCHEDULE_UNITS:
-            raise ValueError(f"pruning.counted_in must be one of {', '.join(SCHEDULE_UNITS)}, got {self.counted_in!r}")
+            raise ConfigurationError(f"pruning.counted_in must be one of {', '.join(SCHEDULE_UNITS)}, got {self.counted_in!r}")
         if not 0 <= self.flip_probability <= 1:
-            raise ValueError("pruning.flip_probability must be in [0, 1]")
+            raise ConfigurationError("pruning.flip_probability must be in [0, 1]")
 
     def position(self, step: int, micro_step: int, max_steps: int, accumulation: int) -> tuple[int, int]:
         """(where the run is, how long it is) in the schedule's unit."""
@@ -178,25 +180,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2):
-            raise ValueError(f"stage must be 0 (vision warm-up), 1 or 2, got {self.stage}")
+            raise ConfigurationError(f"stage must be 0 (vision warm-up), 1 or 2, got {self.stage}")
         if self.freeze_vision and self.stage != 2:
-            raise ValueError("freeze_vision applies to stage 2 only (stage 0 trains the tower, stage 1 its patch embedding)")
+            raise ConfigurationError("freeze_vision applies to stage 2 only (stage 0 trains the tower, stage 1 its patch embedding)")
         if not 0 < self.vision_warmup.lesion_fraction <= 1:
-            raise ValueError("vision_warmup.lesion_fraction must be in (0, 1]")
+            raise ConfigurationError("vision_warmup.lesion_fraction must be in (0, 1]")
         if self.vision_warmup.anatomy_weight < 0 or self.vision_warmup.diameter_weight < 0:
-            raise ValueError("vision_warmup.anatomy_weight and diameter_weight must be 0 (off) or positive")
+            raise ConfigurationError("vision_warmup.anatomy_weight and diameter_weight must be 0 (off) or positive")
         if self.vision_warmup.anatomy_classes < 2:
-            raise ValueError("vision_warmup.anatomy_classes must be at least 2 (the background and one label)")
+            raise ConfigurationError("vision_warmup.anatomy_classes must be at least 2 (the background and one label)")
         if self.max_steps < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
-            raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be at least 1")
+            raise ConfigurationError("max_steps, batch_size and gradient_accumulation_steps must be at least 1")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+            raise ConfigurationError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if not 0 <= self.robustness_probability <= 1:
-            raise ValueError("robustness_probability must be in [0, 1]")
+            raise ConfigurationError("robustness_probability must be in [0, 1]")
         if self.grounding_loss.weight < 0:
-            raise ValueError("grounding_loss.weight must be 0 (off, as released) or positive")
+            raise ConfigurationError("grounding_loss.weight must be 0 (off, as released) or positive")
         if self.grounding_loss.weight and self.stage != 2:
-            raise ValueError("grounding_loss applies to stage 2 only (the stage that trains ITS)")
+            raise ConfigurationError("grounding_loss applies to stage 2 only (the stage that trains ITS)")
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
@@ -205,23 +207,23 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise ValueError(f"{path}: no such training configuration")
+            raise ConfigurationError(f"{path}: no such training configuration")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+            raise ConfigurationError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: the configuration must be a mapping of settings")
+            raise ConfigurationError(f"{path}: the configuration must be a mapping of settings")
     for item in overrides:
         key, separator, value = item.partition("=")
         if not separator or not key:
-            raise ValueError(f"override {item!r} is not of the form key=value")
+            raise ConfigurationError(f"override {item!r} is not of the form key=value")
         target = raw
         parts = key.split(".")
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise ValueError(f"override {item!r}: {part} is not a section")
+                raise ConfigurationError(f"override {item!r}: {part} is not a section")
         target[parts[-1]] = yaml.safe_load(value)
     return _build(TrainConfig, raw, "")
 
@@ -230,19 +232,19 @@ def _build(cls, values: dict[str, Any], prefix: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(prefix + k for k in sorted(unknown))}; known: {', '.join(known)}")
+        raise ConfigurationError(f"unknown setting(s) {', '.join(prefix + k for k in sorted(unknown))}; known: {', '.join(known)}")
     arguments = {}
     for name, value in values.items():
         nested = _NESTED.get((cls, name))
         if nested is not None:
             if not isinstance(value, dict):
-                raise ValueError(f"{prefix}{name} must be a section (mapping)")
+                raise ConfigurationError(f"{prefix}{name} must be a section (mapping)")
             value = _build(nested, value, f"{prefix}{name}.")
         arguments[name] = _coerce(value, str(known[name].type), f"{prefix}{name}")
     try:
         return cls(**arguments)
     except TypeError as error:
-        raise ValueError(f"bad settings for {prefix or 'the recipe'}: {error}") from None
+        raise ConfigurationError(f"bad settings for {prefix or 'the recipe'}: {error}") from None
 
 
 def _coerce(value: Any, annotation: str, name: str) -> Any:
@@ -251,7 +253,7 @@ def _coerce(value: Any, annotation: str, name: str) -> Any:
         try:
             return float(value) if annotation.startswith("float") else int(value)
         except ValueError:
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
+            raise ConfigurationError(f"{name} must be a number, got {value!r}") from None
     if isinstance(value, int) and not isinstance(value, bool) and annotation.startswith("float"):
         return float(value)
     return value

@@ -42,6 +42,8 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from photonlib.data.samples import DatasetError
+from photonlib.errors import ConfigurationError, PhotonEnvironmentError
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.model.compaction import gather_positions
 from photonlib.model.tokenizer import token_id_settings, train_compact_tokenizer
@@ -80,7 +82,7 @@ def build_model(config: TrainConfig, examples: Sequence[TrainingExample] = ()) -
             overrides["text"] = {**overrides.get("text", {}), **ids.pop("text")}
             overrides.update(ids)
         elif config.model.tokenizer != "qwen":
-            raise ValueError(f"model.tokenizer must be qwen or compact, got {config.model.tokenizer!r}")
+            raise ConfigurationError(f"model.tokenizer must be qwen or compact, got {config.model.tokenizer!r}")
         model = PhotonForConditionalGeneration(PhotonConfig.from_preset(init.split(":", 1)[1], **overrides))
         return model, PhotonProcessor.for_config(model.config, preprocess, tokenizer)
     if init.startswith("qwen2.5-vl:"):
@@ -91,7 +93,7 @@ def build_model(config: TrainConfig, examples: Sequence[TrainingExample] = ()) -
         return model, processor
     folder = Path(init)
     if not (folder / "config.json").exists():
-        raise ValueError(f"model.init {init!r} is neither preset:<name>, qwen2.5-vl:<folder> nor a Photon model folder")
+        raise ConfigurationError(f"model.init {init!r} is neither preset:<name>, qwen2.5-vl:<folder> nor a Photon model folder")
     model = PhotonForConditionalGeneration.from_pretrained(folder)
     for key, value in overrides.items():
         setattr(model.config, key, value)
@@ -224,7 +226,7 @@ def load_examples(config: TrainConfig) -> list[TrainingExample]:
     if config.data.max_samples:
         examples = examples[: config.data.max_samples]
     if not examples:
-        raise ValueError(f"{config.data.path}: no usable training samples")
+        raise DatasetError(f"{config.data.path}: no usable training samples")
     return examples
 
 
@@ -388,7 +390,7 @@ def _grounding_targets(config: TrainConfig, examples, processor, model) -> dict[
         entry = WarmupVolume(example.volume, example.mask, example.lesion_label)
         targets[example.volume] = token_lesion_labels(entry, processor.preprocess, token_grid, config.vision_warmup.lesion_fraction)
     if not targets:
-        raise ValueError(
+        raise DatasetError(
             "grounding_loss needs label maps: samples with extra.mask_path and extra.lesion_label, as `photon "
             "phantoms make` writes; none of the training volumes has one (set grounding_loss.weight=0)"
         )
@@ -476,7 +478,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     lesion_tokens = {}
     if config.grounding_loss.weight:
         if not hasattr(model.pruner, "score_gradient"):
-            raise ValueError(f"grounding_loss trains ITS's scores; this model's pruner is {model.pruner.name!r}")
+            raise ConfigurationError(f"grounding_loss trains ITS's scores; this model's pruner is {model.pruner.name!r}")
         model.pruner.score_gradient = True
         lesion_tokens = _grounding_targets(config, examples, processor, model)
     trained = warmup if warmup is not None else model
@@ -493,7 +495,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     if resume is not None:
         folder = latest_checkpoint(config) if str(resume) == "latest" else Path(resume)
         if folder is None or not (folder / STATE_FILE).exists():
-            raise ValueError(f"no checkpoint to resume from at {folder or Path(config.output_dir) / 'checkpoints'}")
+            raise ConfigurationError(f"no checkpoint to resume from at {folder or Path(config.output_dir) / 'checkpoints'}")
         accelerator.load_state(str(folder))
         start_step = json.loads((folder / STATE_FILE).read_text())["step"]
 
@@ -664,7 +666,7 @@ def _check_world(accelerator: Accelerator) -> None:
     the same batches and overwrite each other's checkpoints)."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > accelerator.num_processes:
-        raise ValueError(
+        raise PhotonEnvironmentError(
             f"{launched} processes were launched (WORLD_SIZE={launched}) but accelerate found no device to run them "
             f"together and runs each alone; on a machine without GPUs set ACCELERATE_USE_CPU=1 (DDP over gloo): "
             f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {launched} -m photonlib.cli.main train ..."

@@ -7,9 +7,11 @@ message on one line and exits with code 2; the server will answer 4xx with it.
 
 from __future__ import annotations
 
+from photonlib.errors import PhotonInputError
 
-class VolumeError(ValueError):
-    """Base class: the input cannot be used as a 3D volume."""
+
+class VolumeError(PhotonInputError):
+    """Base class: the input cannot be used as a 3D volume (a ``ValueError``)."""
 
 
 class UnsupportedFormatError(VolumeError):

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from photonlib.model.pruning.pruners import Stage, TokenSelection, VisionStageInputs
+from photonlib.model.pruning.budget import check_budget, kept_count
+from photonlib.model.pruning.interface import Stage, TokenSelection, VisionStageInputs
 from photonlib.model.pruning.vision_attention import (
     VisionAttentionRecord,
     VisionAttentionRecorder,
@@ -47,17 +48,6 @@ from photonlib.model.pruning.vision_attention import (
 )
 
 CONTEXTUAL_MERGES = ("target_plus_mean", "mean")
-
-
-def kept_count(visual: int, budget: float) -> int:
-    """Tokens a fixed budget keeps out of ``visual``: ``round(visual * budget)``, at least 1."""
-    return min(visual, max(1, round(visual * budget)))
-
-
-def _check_budget(name: str, budget: float) -> float:
-    if budget is None or not 0 < budget <= 1:
-        raise ValueError(f"{name} needs pruning_budget, the kept fraction of visual tokens in (0, 1], got {budget}")
-    return float(budget)
 
 
 def _ranked(scores: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,7 +130,7 @@ class VisionZipPruner:
     def __init__(
         self, budget: float, contextual_fraction: float = 10 / 64, contextual_merge: str = "target_plus_mean"
     ) -> None:
-        self.budget = _check_budget("the visionzip pruner", budget)
+        self.budget = check_budget("the visionzip pruner", budget)
         if not 0 <= contextual_fraction < 1:
             raise ValueError(f"contextual_fraction must be in [0, 1), got {contextual_fraction}")
         if contextual_merge not in CONTEXTUAL_MERGES:
@@ -230,7 +220,7 @@ class HiPrunePruner:
     stage: Stage = "vision"
 
     def __init__(self, budget: float, anchor_fraction: float = 0.1, middle_layer: int | None = None) -> None:
-        self.budget = _check_budget("the hiprune pruner", budget)
+        self.budget = check_budget("the hiprune pruner", budget)
         if not 0 < anchor_fraction <= 1:
             raise ValueError(f"anchor_fraction must be in (0, 1], got {anchor_fraction}")
         self.anchor_fraction = anchor_fraction
