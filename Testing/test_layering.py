@@ -47,13 +47,13 @@ ALLOWED = {
     },  # fmt: skip
 }
 #: Modules that must load without PyTorch, transformers or SimpleITK, with everything they import.
+#: (``photonlib.volume.formats`` imports nothing either, but its package loads the readers.)
 LIGHT_MODULES = (
     "photonlib.errors",
     "photonlib.geometry",
     "photonlib.answers",
     "photonlib.wire",
     "photonlib.client",
-    "photonlib.volume.formats",
     "photonlib.model.checkpoint_formats",
 )
 HEAVY_PACKAGES = ("torch", "transformers", "SimpleITK", "accelerate")

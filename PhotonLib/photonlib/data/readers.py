@@ -1,4 +1,4 @@
-"""Readers for the benchmark formats (METHOD.md section 6) and a plain JSON Lines format.
+"""Readers for the benchmark formats (docs/method.md section 6) and a plain JSON Lines format.
 
 Every reader returns a :class:`~photonlib.data.samples.DatasetReport` of
 :class:`~photonlib.data.samples.VQASample`. Volumes are found on disk (existence checked, never
@@ -67,11 +67,12 @@ from typing import Any, Literal
 
 from photonlib.answers import CHOICE_LETTERS, answer_matches_choice, normalize_letter, parse_first_number
 from photonlib.data.samples import DatasetError, DatasetReport, OnError, RowProblem, VQASample
+from photonlib.volume.formats import VOLUME_FILE_SUFFIXES
 
 #: The instruction a caption pair is asked with (M3D-Cap).
 CAPTION_QUESTION = "Describe the findings of this CT scan."
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy", ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = VOLUME_FILE_SUFFIXES  # what a case's volume file may end with
 
 RAD_COLUMNS = ("Task", "Subtask", "VolumeName", "Question", "Answer", "QuestionType", "AnswerChoice")
 RAD_TASKS = {

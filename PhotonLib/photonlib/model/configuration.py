@@ -11,7 +11,7 @@ Named presets (``PhotonConfig.from_preset``):
 * ``tiny``: for tests; a forward pass takes well under a second on a CPU.
 * ``small``: CPU demos and benchmarks.
 * ``demo``: the phantom demo model shipped with the package (pair it with a compact tokenizer).
-* ``qwen2.5-vl-3b``: the exact Qwen2.5-VL-3B-Instruct shapes (METHOD.md section 2).
+* ``qwen2.5-vl-3b``: the exact Qwen2.5-VL-3B-Instruct shapes (docs/method.md section 2).
 """
 
 from __future__ import annotations

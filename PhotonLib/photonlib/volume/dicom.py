@@ -56,7 +56,7 @@ from photonlib.volume.errors import (
     UnreadableVolumeError,
 )
 from photonlib.volume.image import ReadLimits, Volume, geometry_from_sitk, validate_voxels
-from photonlib.volume.reader import itk_error_reason
+from photonlib.volume.library_messages import itk_error_reason
 
 __all__ = ["DicomSeriesInfo", "list_dicom_series", "read_dicom_series"]
 

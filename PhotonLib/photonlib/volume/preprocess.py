@@ -1,6 +1,6 @@
 """From a volume in patient space to the model's voxel grid, keeping the exact geometry.
 
-The released Photon preprocessing (METHOD.md section 1), every number configurable:
+The released Photon preprocessing (docs/method.md section 1), every number configurable:
 
 1. reorient to RAI (index axes toward Right, Anterior, Inferior; oblique axes stay oblique),
 2. resample to 1 mm isotropic spacing (linear),

@@ -9,7 +9,6 @@ a :class:`~photonlib.volume.image.Volume` with exact geometry, or raises a speci
 from __future__ import annotations
 
 import gzip
-import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -18,35 +17,21 @@ import numpy as np
 import SimpleITK as sitk
 
 from photonlib.geometry import VolumeGeometry
+from photonlib.volume.dicom import read_dicom_series
 from photonlib.volume.errors import (
     MultiComponentVolumeError,
     NotThreeDimensionalError,
     UnreadableVolumeError,
     UnsupportedFormatError,
 )
+from photonlib.volume.formats import ACCEPTED_INPUTS, IMAGE_FILE_FORMATS, NPY_SUFFIX
 from photonlib.volume.image import ReadLimits, Volume, geometry_from_sitk, validate_voxels
-
-# Suffix (lower case) -> format name reported to the user.
-IMAGE_FILE_FORMATS = {
-    ".nii": "nifti",
-    ".nii.gz": "nifti",
-    ".nrrd": "nrrd",
-    ".nhdr": "nrrd",
-    ".mha": "metaimage",
-    ".mhd": "metaimage",
-}
-ACCEPTED_INPUTS = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), a DICOM series folder, or a .npy array"
+from photonlib.volume.library_messages import itk_error_reason, one_line
 
 NPY_NOTE = (
     "benchmark .npy array: no geometry is stored, so identity direction, 1 mm spacing and "
     "origin 0 are assumed (array axes D, H, W = k, j, i)"
 )
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Collapse a library's multi-line message (ITK's are long) into one short line."""
-    text = re.sub(r"\s+", " ", str(text)).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_of(path: Path) -> str | None:
@@ -57,7 +42,7 @@ def format_of(path: Path) -> str | None:
     for suffix, fmt in IMAGE_FILE_FORMATS.items():
         if name.endswith(suffix):
             return fmt
-    if name.endswith(".npy"):
+    if name.endswith(NPY_SUFFIX):
         return "npy"
     if name.endswith(".dcm") or _has_dicom_preamble(path):
         return "dicom"
@@ -98,8 +83,6 @@ def read_volume(
     if fmt is None:
         raise UnsupportedFormatError(f"{path.name}: not a volume format PhotonLib reads; accepted: {ACCEPTED_INPUTS}")
     if fmt == "dicom":
-        from photonlib.volume.dicom import read_dicom_series
-
         return read_dicom_series(path, series_uid=series_uid, limits=limits)
     if fmt == "npy":
         return _read_npy(path, component=component, limits=limits)
@@ -195,22 +178,6 @@ def _check_nifti_length(path: Path, size: tuple[int, ...], components: int, pixe
             f"{path.name}: the header promises {expected:,} bytes of voxel data but the file holds "
             f"{actual:,} bytes; the file is truncated"
         )
-
-
-def itk_error_reason(error: Exception) -> str:
-    """The informative part of an ITK exception, on one line, without source paths.
-
-    ITK 5.4 writes "ITK ERROR: Class(0x...): text"; teem (NRRD) adds "[nrrd] func:" lines of
-    which the last is the most specific.
-    """
-    text = str(error)
-    if "ITK ERROR:" in text:
-        text = text.split("ITK ERROR:")[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = lines[-1] if lines else text
-    reason = re.sub(r"^(\[\w+\]\s*)+", "", reason)
-    reason = re.sub(r"^(itk::ERROR:\s*)?\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
-    return one_line(reason, 160)
 
 
 def _read_npy(path: Path, *, component: int | None, limits: ReadLimits) -> Volume:

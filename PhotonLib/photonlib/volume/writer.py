@@ -9,8 +9,9 @@ import SimpleITK as sitk
 
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume.errors import UnsupportedFormatError
+from photonlib.volume.formats import IMAGE_FILE_FORMATS
 from photonlib.volume.image import geometry_to_sitk
-from photonlib.volume.reader import IMAGE_FILE_FORMATS, format_of
+from photonlib.volume.reader import format_of
 
 
 def write_volume(path: str | Path, array_kji: np.ndarray, geometry: VolumeGeometry, *, compress: bool = True) -> Path:

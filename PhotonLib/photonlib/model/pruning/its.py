@@ -1,7 +1,7 @@
 """Instruction-conditioned Token Scheduling (ITS): which visual tokens this question needs.
 
 After decoder layer k, ITS scores every visual token by how strongly the instruction's queries
-attend to it (METHOD.md section 3):
+attend to it (docs/method.md section 3):
 
 * instruction tokens T are the text between ``<|vision_end|>`` and the next ``<|im_end|>``;
 * with layer k's queries q and keys k after RoPE (fp32, no gradient, averaged over heads, scale

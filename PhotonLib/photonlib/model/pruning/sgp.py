@@ -3,7 +3,7 @@
 Forward: the kept tokens are gathered into a shorter, left-padded sequence (the drop is real:
 later layers never see the dropped tokens). Backward: the gradient is scattered back to the
 kept tokens' original positions, and the keep probabilities get a surrogate gradient
-(METHOD.md section 4, as released):
+(docs/method.md section 4, as released):
 
     imp_j = <x_j, g_j>;  z = clip((imp - mean) / std, -1.5, 1.5);  rel = 0.5 + 0.5 tanh(z)
     dir = 0.5 - rel, made zero-mean over visual tokens;  scale = clip(sum_d |x_d g_d| / mean, 0.5, 2)

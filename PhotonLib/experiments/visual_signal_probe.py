@@ -9,8 +9,8 @@ accuracy and the size of the loss gradient that reaches the visual tokens. A les
 phantoms lies in one token of the ``small`` grid (91 mm tokens), so ``--marked-tokens 1`` is the
 case the demo model has to solve.
 
-    python PhotonLib/scripts/visual_signal_probe.py --marked-tokens 1 --steps 400
-    python PhotonLib/scripts/visual_signal_probe.py --marked-tokens 1 --steps 400 --train-tower
+    python PhotonLib/experiments/visual_signal_probe.py --marked-tokens 1 --steps 400
+    python PhotonLib/experiments/visual_signal_probe.py --marked-tokens 1 --steps 400 --train-tower
 
 Measured on the 2-core development machine (2026-11-24, learning rates 3e-4 language model,
 1e-3 vision, about 25 s per run): with the tower frozen, one marked token out of 64 is learned

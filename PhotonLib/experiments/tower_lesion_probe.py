@@ -17,7 +17,7 @@ learns where organs are reaches about 0.9 without seeing any lesion) and the exi
 highest token score of volumes with a lesion against volumes without: what an existence question
 needs; 0.5 is chance).
 
-    python PhotonLib/scripts/tower_lesion_probe.py --profile conspicuous --patch 7 --objective tokens
+    python PhotonLib/experiments/tower_lesion_probe.py --profile conspicuous --patch 7 --objective tokens
 
 With conspicuous lesions and 200 held-out phantoms, per-token labels on 7^3 patches find the
 lesions (1,000 training phantoms, tower learning rate 1e-3, patch embedding 1e-4, batch 8:
