@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from photonlib.errors import MissingExtraError
 from photonlib.geometry import VolumeGeometry
 from photonlib.inference.overlay import (
     Caption,
@@ -167,5 +168,5 @@ def test_png_is_written_and_readable(tmp_path):
 
 def test_missing_matplotlib_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(ValueError, match=r"--png needs matplotlib: pip install"):
+    with pytest.raises(MissingExtraError, match=r"--png needs matplotlib: pip install"):
         require_matplotlib()

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from photonlib.errors import UsageError
 from photonlib.evaluation.rules import DEFAULT_RULE_SET, RULE_SETS
 
 
@@ -39,16 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from photonlib.data import load_dataset
+    from photonlib.data.samples import DatasetError
     from photonlib.evaluation.runner import evaluate, write_outputs
     from photonlib.inference import PhotonEngine
 
     kind, separator, path = args.data.partition(":")
     if not separator or not path:
-        raise ValueError(f"--data must be KIND:PATH (e.g. phantoms:out/phantoms.jsonl), got {args.data!r}")
+        raise UsageError(f"--data must be KIND:PATH (e.g. phantoms:out/phantoms.jsonl), got {args.data!r}")
     report = load_dataset(kind, path, volume_root=args.volume_root, on_error="skip")
     samples = report.samples[: args.limit] if args.limit else report.samples
     if not samples:
-        raise ValueError(f"{path}: no usable questions ({report.summary()})")
+        raise DatasetError(f"{path}: no usable questions ({report.summary()})")
     engine = PhotonEngine.load(args.model, args.device)
     engine.use_pruning(args.pruner, args.budget, args.pruning_mode)  # a bad name fails here, before the run
     budget = "" if engine.pruning_budget is None else f" {engine.pruning_budget:g}"

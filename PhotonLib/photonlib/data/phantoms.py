@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from photonlib.errors import ConfigurationError, UsageError
 from photonlib.geometry import VolumeGeometry
 
 GENERATOR_VERSION = "1"
@@ -124,7 +125,7 @@ def lesion_profile(name: str) -> LesionProfile:
     try:
         return LESION_PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown lesion profile {name!r}; known: {', '.join(LESION_PROFILES)}") from None
+        raise ConfigurationError(f"unknown lesion profile {name!r}; known: {', '.join(LESION_PROFILES)}") from None
 
 
 EXISTENCE_TASK = "Existence Detection"
@@ -200,16 +201,16 @@ class PhantomDataset:
 # ----------------------------------------------------------------------------- plan
 def _check_parameters(n: int, size: str, lesion_probability: float) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"the number of cases must be a positive integer, got {n!r}")
+        raise ConfigurationError(f"the number of cases must be a positive integer, got {n!r}")
     if size not in SIZES:
-        raise ValueError(f"unknown phantom size {size!r}; known: {', '.join(SIZES)}")
+        raise ConfigurationError(f"unknown phantom size {size!r}; known: {', '.join(SIZES)}")
     if not (isinstance(lesion_probability, (int, float)) and 0.0 <= float(lesion_probability) <= 1.0):
-        raise ValueError(f"the lesion probability must be between 0 and 1, got {lesion_probability!r}")
+        raise ConfigurationError(f"the lesion probability must be between 0 and 1, got {lesion_probability!r}")
 
 
 def _seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"the seed must be a non-negative integer, got {seed!r}")
+        raise ConfigurationError(f"the seed must be a non-negative integer, got {seed!r}")
     return np.random.SeedSequence(int(seed), spawn_key=key)
 
 
@@ -444,9 +445,9 @@ def make_case(
     """Generate one case in memory (deterministic in ``seed``, ``index`` and ``profile``)."""
     lesions = lesion_profile(profile)
     if size not in SIZES:
-        raise ValueError(f"unknown phantom size {size!r}; known: {', '.join(SIZES)}")
+        raise ConfigurationError(f"unknown phantom size {size!r}; known: {', '.join(SIZES)}")
     if lesion_organ is not None and lesion_organ not in LESION_ORGANS:
-        raise ValueError(f"a lesion can be in {', '.join(LESION_ORGANS)}, not {lesion_organ!r}")
+        raise ConfigurationError(f"a lesion can be in {', '.join(LESION_ORGANS)}, not {lesion_organ!r}")
     grid_size = SIZES[size]
     rng = np.random.default_rng(_seed_sequence(seed, 1, index))
     geometry = _grid(grid_size, rng)
@@ -598,10 +599,10 @@ def make_phantoms(
     lesions = lesion_profile(profile)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
+        raise UsageError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f"{out}: folder is not empty; choose a new or empty folder, or overwrite it (--overwrite)")
+            raise UsageError(f"{out}: folder is not empty; choose a new or empty folder, or overwrite it (--overwrite)")
         for name in ("volumes", "masks"):
             if (out / name).is_dir():
                 shutil.rmtree(out / name)

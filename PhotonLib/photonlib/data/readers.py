@@ -67,6 +67,7 @@ from typing import Any, Literal
 
 from photonlib.answers import CHOICE_LETTERS, answer_matches_choice, normalize_letter, parse_first_number
 from photonlib.data.samples import DatasetError, DatasetReport, OnError, RowProblem, VQASample
+from photonlib.errors import ConfigurationError
 from photonlib.volume.formats import VOLUME_FILE_SUFFIXES
 
 #: The instruction a caption pair is asked with (M3D-Cap).
@@ -119,7 +120,7 @@ class _Collector:
 
     def __init__(self, source: str, on_error: OnError) -> None:
         if on_error not in ("skip", "raise"):
-            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+            raise ConfigurationError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.on_error = on_error
         self.report = DatasetReport(source=source)
 
@@ -411,7 +412,7 @@ def read_m3d_vqa(
     closed-ended protocol); ``"open"`` asks the question alone (its open-ended protocol).
     """
     if question_type not in ("closed", "open"):
-        raise ValueError(f"question_type must be 'closed' or 'open', got {question_type!r}")
+        raise ConfigurationError(f"question_type must be 'closed' or 'open', got {question_type!r}")
     path = Path(csv_path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such M3D-VQA CSV file")
@@ -688,7 +689,7 @@ def read_deeptumorvqa(
 ) -> DatasetReport:
     """Read DeepTumorVQA questions (see the module docstring for the fields and ``fmt``)."""
     if fmt not in ("auto", "mc", "freeform"):
-        raise ValueError(f"fmt must be 'auto', 'mc' or 'freeform', got {fmt!r}")
+        raise ConfigurationError(f"fmt must be 'auto', 'mc' or 'freeform', got {fmt!r}")
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such DeepTumorVQA file")
@@ -811,7 +812,7 @@ def load_dataset(
     key = kind.strip().lower().replace("_", "-")
     key = {"3drad": "3d-rad", "m3dvqa": "m3d-vqa", "m3dcap": "m3d-cap", "deep-tumor-vqa": "deeptumorvqa"}.get(key, key)
     if key not in READERS:
-        raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(READERS)}")
+        raise ConfigurationError(f"unknown dataset kind {kind!r}; known: {', '.join(READERS)}")
     if on_error not in ("skip", "raise"):
-        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        raise ConfigurationError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     return READERS[key](path, volume_root, on_error, **options)

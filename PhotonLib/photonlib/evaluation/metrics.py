@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from photonlib.answers import normalize_whitespace, parse_first_number
+from photonlib.errors import ConfigurationError
 
 # ---------------------------------------------------------------------------------------------
 # Open questions: BLEU-1, ROUGE-1
@@ -190,7 +191,7 @@ def _default_layer(name: str, folder: Path | None) -> int:
         config = json.loads((folder / "config.json").read_text())
         if "num_hidden_layers" in config:
             return int(config["num_hidden_layers"])
-    raise ValueError(f"cannot tell which layer of {name!r} BERTScore should use: pass num_layers")
+    raise ConfigurationError(f"cannot tell which layer of {name!r} BERTScore should use: pass num_layers")
 
 
 @lru_cache(maxsize=2)

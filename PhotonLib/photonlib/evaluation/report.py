@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from photonlib.answers import CHOICE_LETTERS, answer_letter_for, normalize_letter
+from photonlib.errors import ConfigurationError, PhotonInputError
 from photonlib.evaluation import metrics as metric_functions
 from photonlib.evaluation.metrics import BertScoreModel
 from photonlib.evaluation.phantom_figures import is_phantom_run, phantom_figures
@@ -134,7 +135,7 @@ class EvalRecord:
     def __post_init__(self) -> None:
         kind = _QUESTION_TYPES.get(str(self.question_type).strip().lower())
         if kind is None:
-            raise ValueError(
+            raise PhotonInputError(
                 f"question type {self.question_type!r} is not known; use one of: open, closed (or Close), numeric"
             )
         object.__setattr__(self, "question_type", kind)
@@ -162,7 +163,7 @@ class EvalRecord:
         known = {name for name in cls.__dataclass_fields__ if name != "extra"}
         missing = {"task", "question_type", "prediction", "reference"} - set(values)
         if missing:
-            raise ValueError(f"an evaluation record needs {sorted(missing)}; got keys {sorted(values)}")
+            raise PhotonInputError(f"an evaluation record needs {sorted(missing)}; got keys {sorted(values)}")
         arguments = {name: values[name] for name in known if name in values}
         arguments.setdefault("subtask", None)
         arguments["choices"] = values.get("choices") or ()
@@ -252,7 +253,7 @@ def _score(
             sample["accuracy_strict"] = float(metric_functions.strict_match_hit(record.prediction, record.reference))
         elif scored_open:
             if not record.reference.strip():
-                raise ValueError(
+                raise PhotonInputError(
                     f"record {index} ({record.task} / {record.subtask}): open question with an empty reference"
                 )
             prediction = _open_text(record.prediction, rules)
@@ -283,7 +284,7 @@ def _score(
                 else:
                     sample["mra"] = metric_functions.mean_relative_accuracy(record.prediction, record.reference)
             except ValueError as error:
-                raise ValueError(f"record {index} ({record.task} / {record.subtask}): {error}") from error
+                raise PhotonInputError(f"record {index} ({record.task} / {record.subtask}): {error}") from error
     indices = list(open_texts)
     meteor_unavailable = None
     if rules.meteor and indices:
@@ -577,7 +578,7 @@ def markdown_table(
     rules = tuple(ACCURACY_RULES) if accuracy_rules is None else tuple(accuracy_rules)
     unknown = set(rules) - set(ACCURACY_RULES)
     if unknown:
-        raise ValueError(f"unknown accuracy rules {sorted(unknown)}; use {sorted(ACCURACY_RULES)}")
+        raise ConfigurationError(f"unknown accuracy rules {sorted(unknown)}; use {sorted(ACCURACY_RULES)}")
     shown = [name for name in ALL_METRICS if name not in CLOSED_METRICS or name in {ACCURACY_RULES[r] for r in rules}]
     meteor_expected = any((run.get("rule_set") or {}).get("meteor") for run in runs)
 

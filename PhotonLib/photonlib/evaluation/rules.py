@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from photonlib.errors import ConfigurationError
+
 # What pandas.read_csv reads as NaN by default (pandas' STR_NA_VALUES): the 3D-RAD and Photon
 # scorers read predictions back from a CSV with pandas and then take str(value), so such a field
 # becomes the text "nan".
@@ -156,5 +158,5 @@ def get_rule_set(rules: str | RuleSet | None = None) -> RuleSet:
     key = (rules or DEFAULT_RULE_SET).strip().lower().replace("_", "-")
     key = {"3drad": "3d-rad", "rad": "3d-rad"}.get(key, key)
     if key not in RULE_SETS:
-        raise ValueError(f"unknown rule set {rules!r}; use one of: {', '.join(RULE_SETS)}")
+        raise ConfigurationError(f"unknown rule set {rules!r}; use one of: {', '.join(RULE_SETS)}")
     return RULE_SETS[key]

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import SimpleITK as sitk
 
+from photonlib.errors import ConfigurationError
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume.image import geometry_to_sitk, reference_image
 from photonlib.volume.preprocess import PreparedVolume
@@ -71,7 +72,7 @@ def map_to_source(
     elif interpolation == "linear":
         interpolator = sitk.sitkLinear
     else:
-        raise ValueError(f"interpolation must be 'nearest' or 'linear', got {interpolation!r}")
+        raise ConfigurationError(f"interpolation must be 'nearest' or 'linear', got {interpolation!r}")
     resampled = sitk.Resample(
         geometry_to_sitk(np.ascontiguousarray(values), grid),
         reference_image(prepared.source_geometry),

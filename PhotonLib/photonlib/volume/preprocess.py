@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import SimpleITK as sitk
 
+from photonlib.errors import ConfigurationError
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume.image import Volume, reference_image
 
@@ -63,23 +64,23 @@ class PreprocessConfig:
         code = self.orientation.upper()
         axes = [np.nonzero(_LETTER_TO_LPS.get(letter, (0, 0, 0)))[0] for letter in code]
         if len(code) != 3 or any(len(a) != 1 for a in axes) or len({int(a[0]) for a in axes}) != 3:
-            raise ValueError(f"orientation must name three different anatomical axes like 'RAI', got {self.orientation!r}")
+            raise ConfigurationError(f"orientation must name three different anatomical axes like 'RAI', got {self.orientation!r}")
         object.__setattr__(self, "orientation", code)
         for name in ("field_of_view", "model_grid"):
             value = tuple(int(v) for v in getattr(self, name))
             if len(value) != 3 or min(value) < 1:
-                raise ValueError(f"{name} needs three positive sizes (D, H, W), got {getattr(self, name)}")
+                raise ConfigurationError(f"{name} needs three positive sizes (D, H, W), got {getattr(self, name)}")
             object.__setattr__(self, name, value)
         if not self.isotropic_spacing_mm > 0:
-            raise ValueError(f"isotropic_spacing_mm must be positive, got {self.isotropic_spacing_mm}")
+            raise ConfigurationError(f"isotropic_spacing_mm must be positive, got {self.isotropic_spacing_mm}")
         if self.intensity not in ("auto", "ct", "percentile", "minmax", "none"):
-            raise ValueError(f"intensity must be auto, ct, percentile, minmax or none, got {self.intensity!r}")
+            raise ConfigurationError(f"intensity must be auto, ct, percentile, minmax or none, got {self.intensity!r}")
         low, high = self.ct_window_hu
         if not low < high:
-            raise ValueError(f"ct_window_hu must be (low, high) with low < high, got {self.ct_window_hu}")
+            raise ConfigurationError(f"ct_window_hu must be (low, high) with low < high, got {self.ct_window_hu}")
         low, high = self.percentiles
         if not 0 <= low < high <= 100:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+            raise ConfigurationError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
 
     @classmethod
     def preset(cls, name: str) -> PreprocessConfig:
@@ -87,7 +88,7 @@ class PreprocessConfig:
         try:
             return PREPROCESS_PRESETS[name]
         except KeyError:
-            raise ValueError(f"unknown preprocessing preset {name!r}; known: {', '.join(PREPROCESS_PRESETS)}") from None
+            raise ConfigurationError(f"unknown preprocessing preset {name!r}; known: {', '.join(PREPROCESS_PRESETS)}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,7 +232,7 @@ def prepare_volume(
     ``interpolation``: ``linear`` (images) or ``nearest`` (label maps, see ``prepare_label_map``).
     """
     if interpolation not in _INTERPOLATORS:
-        raise ValueError(f"interpolation must be one of {', '.join(_INTERPOLATORS)}, got {interpolation!r}")
+        raise ConfigurationError(f"interpolation must be one of {', '.join(_INTERPOLATORS)}, got {interpolation!r}")
     interpolator = _INTERPOLATORS[interpolation]
     mode, window, reason = choose_intensity_window(volume, config)
     notes = [reason]
