@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from photonlib.errors import PhotonEnvironmentError
 from photonlib.model import PhotonForConditionalGeneration
 from photonlib.training import load_train_config, train
 
@@ -126,7 +127,7 @@ def test_processes_launched_together_but_running_alone_are_refused(monkeypatch):
         num_processes = 1
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="ACCELERATE_USE_CPU=1"):
+    with pytest.raises(PhotonEnvironmentError, match="ACCELERATE_USE_CPU=1"):
         _check_world(Alone())
     monkeypatch.setenv("WORLD_SIZE", "1")
     _check_world(Alone())

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from photonlib.errors import ConfigurationError
+
 GENERATION_CONFIG_FILE = "generation_config.json"
 
 
@@ -28,11 +30,11 @@ class DecodingSettings:
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+            raise ConfigurationError(f"temperature must be positive, got {self.temperature}")
         if self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k} and {self.top_p}")
+            raise ConfigurationError(f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k} and {self.top_p}")
         if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
+            raise ConfigurationError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
 
     @classmethod
     def from_generation_config(cls, generation_config) -> DecodingSettings:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from photonlib.errors import ConfigurationError
 from photonlib.model.tokens import END_OF_TEXT, IM_END, IMAGE_PAD, SPECIAL_TOKENS, VIDEO_PAD, VISION_END, VISION_START
 
 CHAT_WORDS = ("system", "user", "assistant", "You are a helpful assistant.")
@@ -45,7 +46,7 @@ def token_id_settings(tokenizer) -> dict:
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     missing = [token for token, index in ids.items() if index is None or index == tokenizer.unk_token_id]
     if missing:
-        raise ValueError(f"the tokenizer lacks Photon's special tokens {missing}")
+        raise ConfigurationError(f"the tokenizer lacks Photon's special tokens {missing}")
     return {
         "video_token_id": ids[VIDEO_PAD],
         "image_token_id": ids[IMAGE_PAD],

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from photonlib.data.samples import DatasetError
 from photonlib.model import PhotonForConditionalGeneration, PhotonProcessor
 from photonlib.volume import PreprocessConfig, Volume, prepare_label_map, prepare_volume, read_volume
 
@@ -50,13 +51,13 @@ def warmup_volumes(examples: Sequence) -> list[WarmupVolume]:
         if example.volume in volumes:
             continue
         if example.lesion_label is not None and example.mask is None:
-            raise ValueError(f"{example.volume}: has a lesion label but no label map (extra.mask_path)")
+            raise DatasetError(f"{example.volume}: has a lesion label but no label map (extra.mask_path)")
         volumes[example.volume] = WarmupVolume(
             example.volume, example.mask, example.lesion_label, getattr(example, "lesion_diameter_mm", None)
         )
     entries = list(volumes.values())
     if not any(entry.lesion_label is not None for entry in entries):
-        raise ValueError(
+        raise DatasetError(
             "stage 0 (vision warm-up) needs label maps: samples with extra.mask_path and extra.lesion_label, "
             "as `photon phantoms make` writes; none of the training volumes has one"
         )
