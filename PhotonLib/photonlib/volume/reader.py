@@ -24,7 +24,7 @@ from photonlib.volume.errors import (
     UnreadableVolumeError,
     UnsupportedFormatError,
 )
-from photonlib.volume.formats import ACCEPTED_INPUTS, IMAGE_FILE_FORMATS, NPY_SUFFIX
+from photonlib.volume.formats import ACCEPTED_INPUTS, IMAGE_FILE_FORMATS, NPY_SUFFIX, volume_file_suffix
 from photonlib.volume.image import ReadLimits, Volume, geometry_from_sitk, validate_voxels
 from photonlib.volume.library_messages import itk_error_reason, one_line
 
@@ -38,13 +38,12 @@ def format_of(path: Path) -> str | None:
     """Format name for a path, from its suffix; ``"dicom"`` for folders and DICOM files."""
     if path.is_dir():
         return "dicom"
-    name = path.name.lower()
-    for suffix, fmt in IMAGE_FILE_FORMATS.items():
-        if name.endswith(suffix):
-            return fmt
-    if name.endswith(NPY_SUFFIX):
+    suffix = volume_file_suffix(path.name)
+    if suffix == NPY_SUFFIX:
         return "npy"
-    if name.endswith(".dcm") or _has_dicom_preamble(path):
+    if suffix is not None:
+        return IMAGE_FILE_FORMATS[suffix]
+    if path.name.lower().endswith(".dcm") or _has_dicom_preamble(path):
         return "dicom"
     return None
 

@@ -9,9 +9,8 @@ import SimpleITK as sitk
 
 from photonlib.geometry import VolumeGeometry
 from photonlib.volume.errors import UnsupportedFormatError
-from photonlib.volume.formats import IMAGE_FILE_FORMATS
+from photonlib.volume.formats import IMAGE_FILE_FORMATS, volume_file_suffix
 from photonlib.volume.image import geometry_to_sitk
-from photonlib.volume.reader import format_of
 
 
 def write_volume(path: str | Path, array_kji: np.ndarray, geometry: VolumeGeometry, *, compress: bool = True) -> Path:
@@ -21,8 +20,8 @@ def write_volume(path: str | Path, array_kji: np.ndarray, geometry: VolumeGeomet
     which SimpleITK converts exactly for orthonormal directions.
     """
     path = Path(path)
-    fmt = format_of(path) if not path.is_dir() else None
-    if fmt not in set(IMAGE_FILE_FORMATS.values()):
+    suffix = volume_file_suffix(path.name) if not path.is_dir() else None
+    if suffix not in IMAGE_FILE_FORMATS:
         accepted = ", ".join(sorted(IMAGE_FILE_FORMATS))
         raise UnsupportedFormatError(f"{path.name}: cannot write this format; use one of {accepted}")
     path.parent.mkdir(parents=True, exist_ok=True)

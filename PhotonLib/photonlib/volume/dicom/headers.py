@@ -60,10 +60,13 @@ class DicomImage:
         return self.path.name if self.frame_index is None else f"{self.path.name} frame {self.frame_index + 1}"
 
 
-
 def read_header(path: Path, unparsable: list[Path]) -> Dataset | None:
-    """The header of a DICOM file (no pixel data), or None when the file is not DICOM."""
-    # pydicom warns about every malformed value; the values this module uses are validated here.
+    """The header of a DICOM file (no pixel data), or None when the file is not DICOM.
+
+    A file that starts like DICOM but cannot be parsed is added to ``unparsable``, so the caller
+    can say why it was skipped.
+    """
+    # pydicom warns about every malformed value; the values the reader uses are validated here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
