@@ -72,7 +72,7 @@ def test_debug_prints_the_traceback(capsys, monkeypatch, where):
     assert "traceback is in" not in err
 
 
-def test_without_debug_after_the_subcommand_the_top_level_flag_still_counts(capsys, monkeypatch):
+def test_debug_with_a_user_error_prints_the_traceback_and_still_exits_2(capsys, monkeypatch):
     monkeypatch.setattr(info, "run", failing_run(ConfigurationError("bad")))
     assert main(["--debug", "info"]) == USER_ERROR
     err = capsys.readouterr().err

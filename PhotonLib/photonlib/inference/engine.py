@@ -29,6 +29,7 @@ from photonlib.errors import ConfigurationError, PhotonEnvironmentError
 from photonlib.model import PhotonConfig, PhotonForConditionalGeneration, PhotonProcessor, Turn
 from photonlib.model.configuration import PRUNING_MODES
 from photonlib.model.prompt_prefix import PrefixCache
+from photonlib.model.pruning.budget import check_budget
 from photonlib.model.pruning.interface import TokenPruner
 from photonlib.model.transformers_adapter import quiet_loading
 from photonlib.volume import PreparedVolume, Volume, map_to_source, prepare_volume, write_heatmap
@@ -89,8 +90,8 @@ class PhotonEngine:
         """Run another pruner, budget or pruning mode than the saved model's (evaluation of baselines)."""
         if mode is not None and mode not in PRUNING_MODES:
             raise ConfigurationError(f"pruning mode must be one of {', '.join(PRUNING_MODES)}, got {mode!r}")
-        if budget is not None and not 0 < budget <= 1:
-            raise ConfigurationError(f"the pruning budget is a kept fraction in (0, 1], got {budget}")
+        if budget is not None:
+            check_budget("--budget", budget)  # refused even for ITS, which ignores it
         name = pruner or self.pruner_name
         budget = budget if budget is not None else self.pruning_budget
         self.pruner = self.model.build_pruner(name, budget)

@@ -23,6 +23,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, Qwen2_5_VLConfig
 
 from photonlib.errors import ConfigurationError
+from photonlib.model.pruning.budget import check_budget
 from photonlib.model.pruning.pruners import SCORE_PRECISIONS
 from photonlib.model.tokens import merged_grid, patch_grid
 
@@ -103,8 +104,8 @@ class PhotonConfig(Qwen2_5_VLConfig):
             raise ConfigurationError(f"surrogate_gradient must be one of {SURROGATE_GRADIENTS}, got {self.surrogate_gradient!r}")
         if not self.its_temperature > 0:
             raise ConfigurationError(f"its_temperature must be positive, got {self.its_temperature}")
-        if self.pruning_budget is not None and not 0 < self.pruning_budget <= 1:
-            raise ConfigurationError(f"pruning_budget must be a fraction in (0, 1], got {self.pruning_budget}")
+        if self.pruning_budget is not None:
+            check_budget("pruning_budget", self.pruning_budget)
         if self.its_score_precision not in SCORE_PRECISIONS:
             raise ConfigurationError(f"its_score_precision must be one of {SCORE_PRECISIONS}, got {self.its_score_precision!r}")
         if self.volume_fps is not None and not self.volume_fps > 0:

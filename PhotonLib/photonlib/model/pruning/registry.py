@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from photonlib.errors import ConfigurationError
 from photonlib.model.pruning.baselines import HiPrunePruner, VisionZipPruner
-from photonlib.model.pruning.budget import check_budget
 from photonlib.model.pruning.interface import TokenPruner
 from photonlib.model.pruning.its import ThresholdPredictor
 from photonlib.model.pruning.pruners import InstructionTokenScheduler, KeepAll, RandomTokens
@@ -22,8 +21,7 @@ def build_pruner(
     if name == "none":
         return KeepAll()
     if name == "random":
-        return RandomTokens(check_budget("the random pruner", budget))
+        return RandomTokens(budget)  # each fixed-budget pruner checks its budget
     if name in ("visionzip", "hiprune"):
-        budget = check_budget(f"the {name} pruner", budget)
         return VisionZipPruner(budget) if name == "visionzip" else HiPrunePruner(budget)
     raise ConfigurationError(f"unknown pruner {name!r}; known: {', '.join(PRUNER_NAMES)}")
