@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import photonlib.answers as answers
-from photonlib.data import readers
+from photonlib.data.readers import rows as reader_rows
 from photonlib.evaluation import (
     DEFAULT_RULE_SET,
     RULE_SETS,
@@ -196,20 +196,20 @@ def test_default_rule_set_is_named_in_json_and_markdown():
 
 
 def test_readers_and_scorers_share_the_answer_vocabulary():
-    assert readers.CHOICE_LETTERS is answers.CHOICE_LETTERS
+    assert reader_rows.CHOICE_LETTERS is answers.CHOICE_LETTERS
+    assert set(reader_rows.CSV_CHOICE_LETTERS) <= set(answers.CHOICE_LETTERS)
     assert report.CHOICE_LETTERS is answers.CHOICE_LETTERS
-    assert readers.answer_matches_choice is answers.answer_matches_choice
-    assert readers.parse_first_number is answers.parse_first_number
+    assert reader_rows.answer_matches_choice is answers.answer_matches_choice
     assert metrics.parse_first_number is answers.parse_first_number
     assert report.answer_letter_for is answers.answer_letter_for
     # The duplicates that used to disagree are gone.
     for name in ("_normalized", "_NUMBER"):
-        assert not hasattr(readers, name)
+        assert not hasattr(reader_rows, name)
     for name in ("normalize_answer", "CHOICE_LETTERS", "_NUMBER", "answer_letter_for"):
         assert name not in vars(metrics)
     # What a reader accepts as naming choice B, the scorer derives as letter B.
     choices = {"A": "Yes", "B": "Pleural effusion"}
-    assert readers._closed_choice("'pleural effusion.'", choices, None) == "B"
+    assert reader_rows.closed_choice("'pleural effusion.'", choices, None) == "B"
     record = EvalRecord("Existence Detection", "x", "closed", "", "'pleural effusion.'", choices)
     assert record.answer_letter == "B"
     assert answers.parse_first_number("1,200 ml") == 1200 and answers.parse_first_number("1,200", thousands=False) == 1

@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from photonlib.answers import CHOICE_LETTERS
 from photonlib.errors import ConfigurationError, UsageError
 from photonlib.geometry import VolumeGeometry
 
@@ -547,11 +548,11 @@ def case_questions(
         organ = lesion["organ"]
         others = [LESION_ORGANS[i] for i in rng.permutation(len(LESION_ORGANS)) if LESION_ORGANS[i] != organ]
         options = [([organ] + others[:3])[i] for i in rng.permutation(4)]
-        choices = {letter: option.capitalize() for letter, option in zip("ABCD", options)}
+        choices = {letter: option.capitalize() for letter, option in zip(CHOICE_LETTERS, options)}
         records.append(
             record(
                 ORGAN_TASK, "Lesion organ", "In which organ is the lesion?", organ.capitalize(), "organ",
-                choices=choices, letter="ABCD"[options.index(organ)],
+                choices=choices, letter=CHOICE_LETTERS[options.index(organ)],
             )
         )  # fmt: skip
         diameter = int(math.floor(lesion["diameter_mm"] + 0.5))
