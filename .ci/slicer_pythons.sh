@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The Slicer-side tests (Testing/slicer) on the Pythons Slicer bundles: 3.9 (Slicer 5.6, 5.8) and
+# The Slicer-side tests (Testing/photonslicer_tests) on the Pythons Slicer bundles: 3.9 (Slicer 5.6, 5.8) and
 # 3.12 (Slicer 5.10). Each in a fresh virtual environment (.ci-venvs/slicer-py3X) with only what
-# Slicer's Python has (Testing/slicer/requirements-slicer-python.txt: NumPy, requests, plus
+# Slicer's Python has (Testing/photonslicer_tests/requirements-slicer-python.txt: NumPy, requests, plus
 # slicer-core, PySide6 and pytest for the tests; no PyTorch, PhotonLib not installed: the module
 # imports photonlib from the PhotonLib folder, as inside Slicer).
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-REQUIREMENTS=Testing/slicer/requirements-slicer-python.txt
+REQUIREMENTS=Testing/photonslicer_tests/requirements-slicer-python.txt
 PIP_FLAGS=(--quiet --disable-pip-version-check)
 in_ci=false
 [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]] && in_ci=true
@@ -63,7 +63,7 @@ for entry in "3.9:Slicer 5.6, 5.8:PySide6,numpy,requests" "3.12:Slicer 5.10:slic
     echo "== $name: $("$env_dir/bin/python" --version), $("$env_dir/bin/pip" list --disable-pip-version-check 2>/dev/null \
         | grep -iE '^(numpy|requests|pyside6.essentials|slicer-core|pytest) ' | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//')"
     if PHOTONSLICER_TESTS_REQUIRE=$required PHOTONSLICER_BACKEND_PYTHON=$backend_python \
-        "$env_dir/bin/python" -m pytest -q -p no:cacheprovider Testing/slicer "$@"; then
+        "$env_dir/bin/python" -m pytest -q -p no:cacheprovider Testing/photonslicer_tests "$@"; then
         echo "== $name: passed in $((SECONDS - started)) s"
     else
         echo "== $name: FAILED: the Slicer-side tests fail on Python $version ($python)" >&2

@@ -3,7 +3,7 @@
 What it shows, and how it is made (the caption in the picture says the same):
 
 * left: the PhotonSlicer panel itself, grabbed with ``QWidget.grab()``: PhotonSlicer.py and its
-  PhotonSlicerLib opened by the test harness of ``Testing/slicer/slicer_harness.py`` on Slicer
+  PhotonSlicerLib opened by the test harness of ``Testing/photonslicer_tests/slicer_harness.py`` on Slicer
   5.10.0's own Python package (``../shared/platform/slicer/v5.10.0``, or
   ``PHOTONSLICER_SLICER_PLATFORM``) over slicer-core's MRML and PySide6 widgets, offscreen (the
   compiled CTK/qMRML widgets are the harness's stand-ins). The bundled example CT

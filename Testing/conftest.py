@@ -17,8 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture
 def oblique_direction():
     # Imported here, not at the top: the Slicer-side tests also run in a Python that has only
-    # what Slicer's Python has (no SimpleITK, which volume_factory needs), see Testing/slicer/conftest.py.
-    from volume_factory import rotation
+    # what Slicer's Python has (no SimpleITK, which support.volumes needs), see Testing/photonslicer_tests/conftest.py.
+    from support.volumes import rotation
 
     return rotation(7)
 

@@ -1,7 +1,7 @@
 """The parameter node of the PhotonSlicer panel and how its widgets are bound to it.
 
 Runs inside Slicer only (Slicer's ``parameterNodeWrapper`` and GUI connectors, ``qt``); the
-harness of ``Testing/slicer/slicer_harness.py`` runs it on each supported release's own package.
+harness of ``Testing/photonslicer_tests/slicer_harness.py`` runs it on each supported release's own package.
 """
 
 from __future__ import annotations

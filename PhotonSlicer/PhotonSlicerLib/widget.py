@@ -1,6 +1,6 @@
 """The PhotonSlicer panel's behaviour: what ``PhotonSlicerWidget`` (in PhotonSlicer.py) shows and does.
 
-Runs inside Slicer (``qt``, ``slicer``); the harness of ``Testing/slicer/slicer_harness.py``
+Runs inside Slicer (``qt``, ``slicer``); the harness of ``Testing/photonslicer_tests/slicer_harness.py``
 opens it on each supported release's own Python package. Everything that can work without Qt
 lives in the other modules of this package and is tested under plain Python: the backend
 connection's states (:mod:`.connection`), the wording (:mod:`.panel`), the settings

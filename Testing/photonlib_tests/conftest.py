@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_factory import tiny_model, tiny_processor
+from support.models import tiny_model, tiny_processor
 
 
 @pytest.fixture(scope="module")

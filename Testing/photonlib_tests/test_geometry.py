@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from photonlib.geometry import LPS_TO_RAS, VolumeGeometry
 
-from volume_factory import rotation
+from support.volumes import rotation
 
 
 def test_identity_geometry_maps_index_to_millimetres():

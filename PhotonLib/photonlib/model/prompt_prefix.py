@@ -13,7 +13,7 @@ itself and is always kept, so its keys and values are the same in every layer.
 leaving layer k, for the prefix's tokens, and the later layers' keys and values of the text before
 the volume. A second question then runs only its own tokens through layers 0..k, attending to the
 saved keys and values, the later layers skip the leading text, and the result is exactly that of
-a prompt computed from scratch (``Testing/photonlib_tests/test_prompt_prefix.py`` checks answers and kept tokens
+a prompt computed from scratch (``Testing/photonlib_tests/model/test_prompt_prefix.py`` checks answers and kept tokens
 are the same, token for token).
 
 :class:`PrefixCache` keeps at most one prefix (the latest), so its memory is bounded by one

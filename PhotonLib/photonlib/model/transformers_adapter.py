@@ -13,7 +13,7 @@ renamed keyword and never fills the cache). So:
   themselves (not per token, and not from version numbers);
 * :data:`CONTRACT` lists every signature and attribute relied on. Importing this module checks
   it and stops with one message naming what is incompatible and the supported range
-  (:class:`IncompatibleTransformersError`); ``Testing/photonlib_tests/test_transformers_contract.py``
+  (:class:`IncompatibleTransformersError`); ``Testing/photonlib_tests/model/test_transformers_contract.py``
   prints the same list;
 * :func:`check_cache_filled` verifies after every prefill that each decoder layer really wrote
   its keys and values.
