@@ -56,6 +56,10 @@ def parse_arguments() -> argparse.Namespace:
         "--patch", type=int, default=14, help="patch edge in voxels (14: 64 tokens of 91 mm; 7: 512 of 45 mm)"
     )
     parser.add_argument("--objective", choices=("volume", "tokens"), default="tokens")
+    parser.add_argument("--tower-depth", type=int, default=None, help="vision blocks (demo preset: 2)")
+    parser.add_argument(
+        "--tower-width", type=int, default=None, help="vision hidden size, 32 per head, MLP twice as wide (demo: 64)"
+    )
     parser.add_argument("--train-cases", type=int, default=1000)
     parser.add_argument("--test-cases", type=int, default=200)
     parser.add_argument("--steps", type=int, default=1500)
@@ -110,6 +114,12 @@ def main() -> None:
     tokenizer = train_compact_tokenizer(["Is there a lesion?", "Yes", "No"], 300)
     settings = token_id_settings(tokenizer)
     patch = {"patch_size": arguments.patch, "temporal_patch_size": arguments.patch}
+    if arguments.tower_depth is not None:
+        # Every second block attends across the whole volume, as the demo's block 1 does.
+        patch.update(depth=arguments.tower_depth, fullatt_block_indexes=list(range(1, arguments.tower_depth, 2)))
+    if arguments.tower_width is not None:
+        width = arguments.tower_width
+        patch.update(hidden_size=width, num_heads=max(1, width // 32), intermediate_size=2 * width)
     config = PhotonConfig.from_preset("demo", text=settings.pop("text"), pruning_mode="none", vision=patch, **settings)
     tower = PhotonForConditionalGeneration(config).model
     processor = PhotonProcessor(tokenizer, PREPROCESS, config.patch_size_dhw, config.spatial_merge_size)
