@@ -33,9 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Detection closed, lower-cased exact match), 3d-rad = the benchmark's scorer (Existence Detection open, "
         "letter rule), m3d = M3D's (per-answer BLEU/ROUGE/METEOR/BERTScore); see docs/evaluation.md",
     )  # fmt: skip
-    parser.add_argument("--name", help="run name in the table (default: the model name)")
+    parser.add_argument("--name", help="run name in the table (default: the model and its pruning, e.g. \"photon-demo (its)\")")
     parser.add_argument("--device", default="auto")
     parser.set_defaults(run=run)
+
+
+def run_label(model: str, pruner: str, budget: float | None, mode: str) -> str:
+    """The run's default name in the table: the model and what it prunes, e.g. ``photon-demo (its)``,
+    ``photon-demo (random 0.05, soft)``; a model evaluated with pruning mode ``none`` keeps every
+    token, whatever its pruner, and is labelled ``(no pruning)``."""
+    if mode == "none" or pruner == "none":
+        return f"{model} (no pruning)"
+    budget_text = "" if budget is None else f" {budget:g}"
+    mode_text = "" if mode == "hard" else f", {mode}"
+    return f"{model} ({pruner}{budget_text}{mode_text})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError(f"{path}: no usable questions ({report.summary()})")
     engine = PhotonEngine.load(args.model, args.device)
     engine.use_pruning(args.pruner, args.budget, args.pruning_mode)  # a bad name fails here, before the run
-    budget = "" if engine.pruning_budget is None else f" {engine.pruning_budget:g}"
-    name = args.name or f"{engine.name} ({engine.pruner_name}{budget})"
+    name = args.name or run_label(engine.name, engine.pruner_name, engine.pruning_budget, engine.pruning_mode)
     run_result = evaluate(
         engine, samples, run_name=name, max_new_tokens=args.max_new_tokens,
         bertscore_model=args.bertscore_model, compute_bertscore=not args.no_bertscore, rules=args.rules,

@@ -123,6 +123,19 @@ def test_photon_eval_scores_the_demo_model_with_a_relative_dataset_path(fresh_ph
     assert any(p["grounding"] is not None and 0 <= p["grounding"] <= 1 for p in predictions)
 
 
+def test_photon_eval_names_an_unpruned_run_so(fresh_phantoms, tmp_path):
+    result = subprocess.run(
+        [str(PHOTON), "eval", "--data", f"phantoms:{fresh_phantoms}", "--limit", "2", "--no-bertscore",
+         "--pruning-mode", "none", "--out", str(tmp_path / "results.json")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["run"] == "photon-demo (no pruning)"
+    predictions = [json.loads(line) for line in (tmp_path / "results.predictions.jsonl").read_text().splitlines()]
+    assert all(p["tokens_kept"] == p["tokens_total"] for p in predictions)
+
+
 def test_a_model_saved_before_volume_fps_and_its_score_precision_keeps_its_behaviour(tmp_path):
     """A config.json written before those fields existed (as earlier demo models were): one
     temporal position per token (not the release's 28) and exact ITS scores."""
