@@ -6,16 +6,13 @@ from pathlib import Path
 
 from photonlib.data.readers.rows import RowError
 from photonlib.data.samples import DatasetError
-from photonlib.volume.formats import VOLUME_FILE_SUFFIXES
+from photonlib.volume.formats import VOLUME_FILE_SUFFIXES, volume_file_suffix
 
 
 def volume_stem(name: str) -> str:
     """``test_1_a_1.nii.gz`` -> ``test_1_a_1`` (any volume suffix, case-insensitive)."""
-    lower = name.lower()
-    for suffix in VOLUME_FILE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = volume_file_suffix(name)
+    return name[: -len(suffix)] if suffix else name
 
 
 def volume_folder(volume_root: str | Path | None, default: Path) -> Path:
