@@ -607,7 +607,9 @@ class PhotonClient:
             raise RequestTimeoutError(
                 f"the server at {self.url} did not answer {method} {path} within {timeout or self.timeout:g} s"
             ) from None
-        except requests.exceptions.ConnectionError as error:
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            # A server that dies while sending a response body cuts it short: requests reports
+            # that as a ChunkedEncodingError, not a ConnectionError, but it is the same lost link.
             if _connection_refused(error):
                 raise ServerNotRunningError(
                     f"no Photon server is running at {self.url}; start one with `photon serve` or check the URL"
